@@ -158,7 +158,10 @@ struct log_op {
     uint64_t first_position;   /* append: first event; delete: its position */
     uint64_t last_position;
     int64_t recorded_at_ns;
-    uint64_t seq;              /* the commit that holds it (0: wrote nothing) */
+    /* Acknowledge the op once log_durable_seq() >= seq: the commit that
+     * holds its writes, or for an op that wrote nothing (a failed check, an
+     * exact retry) the newest commit, whose state its answer reflects. */
+    uint64_t seq;
     /* AN_ECONFLICT: which stream and its last version (-1: never written) */
     size_t conflict_stream;    /* index into append->streams (0 for delete) */
     int64_t actual_version;
@@ -282,6 +285,8 @@ struct log_event {
     size_t stream_len;
     const char *type;
     size_t type_len;
+    const uint8_t *id;         /* 16 bytes */
+    size_t id_len;
     const uint8_t *packed;
     size_t packed_len;
 };
