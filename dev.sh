@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# dev.sh - the project's set-up, build, serve and test entry point.
+#
+#   ./dev.sh serve   install what is missing, build, start annalsd
+#                    (--data ./annals-data --listen 127.0.0.1:7400)
+#   ./dev.sh test    install what is missing, build twice (plain, and
+#                    ASan+UBSan), run every test in both builds
+#   ./dev.sh setup   only install the Debian packages the project needs
+#   ./dev.sh build   only build (build/)
+#
+# Works on a fresh Debian 12 machine as root (apt-get); every package the
+# project uses is named in PKGS below.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PKGS=(
+  meson ninja-build pkg-config gcc
+  liblmdb-dev lmdb-utils
+  libprotobuf-c-dev protobuf-c-compiler
+  protobuf-compiler python3-protobuf
+  libgrpc-dev libjansson-dev
+  libcriterion-dev
+)
+
+say() { printf 'dev.sh: %s\n' "$*" >&2; }
+
+setup() {
+  local missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+      missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# build DIR [meson options...]
+build() {
+  local dir=$1; shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson configure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$@" >/dev/null
+  fi
+  ninja -C "$dir" >/dev/null || ninja -C "$dir"
+}
+
+# Sums Criterion's "Synthesis" lines of one test run.
+tally() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1/meson-logs/testlog.txt" |
+    awk '/Synthesis: Tested:/ {
+           for (i = 1; i <= NF; i++) {
+             if ($i == "Passing:") p += $(i + 1)
+             if ($i == "Failing:") f += $(i + 1)
+             if ($i == "Crashing:") f += $(i + 1)
+           }
+         } END { printf "%d %d\n", p, f }'
+}
+
+run_tests() {
+  local dir=$1; shift
+  local rc=0
+  meson test -C "$dir" --print-errorlogs "$@" || rc=$?
+  read -r p f < <(tally "$dir")
+  say "$dir: $p passed, $f failed (meson exit $rc)"
+  PASSED=$((PASSED + p)); FAILED=$((FAILED + f))
+  [ "$rc" -eq 0 ] || STATUS=1
+}
+
+cmd=${1:-}
+case "$cmd" in
+  setup)
+    setup
+    ;;
+  build)
+    setup
+    build build
+    ;;
+  serve)
+    setup
+    build build
+    mkdir -p ./annals-data
+    exec build/server/annalsd --data ./annals-data --listen 127.0.0.1:7400
+    ;;
+  test)
+    setup
+    PASSED=0; FAILED=0; STATUS=0
+    build build
+    run_tests build
+    build build-san -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dc_args=-fno-sanitize-recover=all
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      run_tests build-san --timeout-multiplier 4
+    echo "tests: $PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ] || STATUS=1
+    exit "$STATUS"
+    ;;
+  *)
+    echo "usage: ./dev.sh serve|test|setup|build" >&2
+    exit 2
+    ;;
+esac
