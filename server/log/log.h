@@ -7,31 +7,30 @@
  *
  * ---- What it stores ----
  *
- * One LMDB environment (DIR/data.mdb) with four sub-databases:
+ * One LMDB environment (DIR/data.mdb) with these sub-databases:
  *
  *   events   u64 global position (MDB_INTEGERKEY) -> the packed RecordedEvent,
  *            exactly the bytes a read hands to gRPC. Always written with
  *            MDB_APPEND: positions are 1-based and gap-free.
- *   streams  stream name -> u64 stream id. The id is the global position of
- *            the stream's first event, so no counter has to be stored, and
- *            this table is written only when a stream is created.
- *   sindex   17-byte keys (stream id BE, kind, number BE):
- *              kind 0 "run": (sid, 0, first_version) -> (first_position u64,
- *                count u32). The events one append gave one stream have
- *                consecutive versions and positions, so a whole run costs one
- *                entry. A stream's last version is its last run's end.
- *              kind 1 "deletion": (sid, 1, position) -> (last_version u64,
- *                tombstone u8), one per soft delete or tombstone, so reads as
- *                of any point know which versions were visible then.
  *   ids      16-byte event id -> u64 position. Ids are unique forever. The
  *            server makes UUIDv7 ids (time-ordered), so their inserts stay
  *            near the right edge of the tree instead of dirtying a random
  *            page per event.
+ *   streams  stream name -> its head (32 bytes): stream id (the position
+ *            of its first event), last version, latest run, latest deletion.
+ *   runs     position -> run: the events one append gave one stream
+ *            (consecutive versions at consecutive positions), linked to the
+ *            stream's earlier runs by a parent and a skew-binary jump, so
+ *            any version is found in O(log n) lookups. Append-only.
+ *   dels     (stream id, position) -> one soft delete or tombstone, so reads
+ *            as of any point know which versions were visible then.
+ *   meta     the format name.
  *
- * Appending to an existing stream therefore writes the sequential tail of
- * `events`, the tail of `ids` (for v7 ids) and one `sindex` entry per stream:
- * one random leaf per stream instead of the two (stream row + per-event
- * index) of a naive layout, and no rewrite of a stream row on each append.
+ * What an append to an existing stream writes: the sequential tails of
+ * `events`, `ids` and `runs`, and one 32-byte row of `streams`, a table with
+ * one small row per stream and so far denser than any per-event index. A
+ * naive layout instead dirties a random leaf of a per-event index and one of
+ * a stream table for each event. log_index.c has the details.
  *
  * ---- How an append is applied ----
  *
@@ -71,7 +70,9 @@
  *
  * One thread at a time calls the writing functions (log_commit, log_sync;
  * "the writer"). Any number of threads read, each with its own log_reader.
- * log_env itself may be shared by all of them.
+ * log_env itself may be shared by all of them. The writer must not hold a
+ * begun reader of its own while it commits: growing the map waits until no
+ * reader is between log_reader_begin and log_reader_end.
  */
 #ifndef LOG_H
 #define LOG_H

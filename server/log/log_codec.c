@@ -47,13 +47,6 @@ void log__le64_put(uint8_t *p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
-void log__skey_pack(struct log__skey *k, uint64_t sid, unsigned kind, uint64_t num)
-{
-    log__be64_put(k->b, sid);
-    k->b[8] = (uint8_t)kind;
-    log__be64_put(k->b + 9, num);
-}
-
 /* ---- packed RecordedEvent ---- */
 
 static int get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)

@@ -20,7 +20,7 @@
 
 #define LOG__MAP_DEFAULT (64ull << 20)
 #define LOG__MAP_STEP_MAX (1ull << 30)
-#define LOG__FORMAT "annals-log-1"
+#define LOG__FORMAT "annals-log-2"
 
 /* ---- errors ---- */
 
@@ -110,7 +110,8 @@ static int open_dbs(log_env *env, char *detail)
     unsigned cf = MDB_CREATE;
     if ((rc = mdb_dbi_open(txn, "events", cf | MDB_INTEGERKEY, &env->dbi_events)) ||
         (rc = mdb_dbi_open(txn, "streams", cf, &env->dbi_streams)) ||
-        (rc = mdb_dbi_open(txn, "sindex", cf, &env->dbi_sindex)) ||
+        (rc = mdb_dbi_open(txn, "runs", cf | MDB_INTEGERKEY, &env->dbi_runs)) ||
+        (rc = mdb_dbi_open(txn, "dels", cf, &env->dbi_dels)) ||
         (rc = mdb_dbi_open(txn, "ids", cf, &env->dbi_ids))) {
         goto out_abort;
     }
@@ -353,9 +354,6 @@ int log_reader_open(log_env *env, log_reader **out)
     if (!rc) {
         rc = mdb_cursor_open(rd->txn, env->dbi_events, &rd->c_events);
     }
-    if (!rc) {
-        rc = mdb_cursor_open(rd->txn, env->dbi_sindex, &rd->c_sindex);
-    }
     if (rd->txn) {
         mdb_txn_reset(rd->txn);
     }
@@ -375,7 +373,6 @@ void log_reader_close(log_reader *rd)
     }
     assert(!rd->active);
     mdb_cursor_close(rd->c_events);
-    mdb_cursor_close(rd->c_sindex);
     if (rd->txn) {
         mdb_txn_abort(rd->txn);
     }
@@ -391,9 +388,6 @@ int log_reader_begin(log_reader *rd)
     int rc = mdb_txn_renew(rd->txn);
     if (!rc) {
         rc = mdb_cursor_renew(rd->txn, rd->c_events);
-    }
-    if (!rc) {
-        rc = mdb_cursor_renew(rd->txn, rd->c_sindex);
     }
     if (rc) {
         mdb_txn_reset(rd->txn);

@@ -14,28 +14,84 @@
 
 #include "log.h"
 
-/* ---- sindex keys and values ---- */
+/* ---- byte order ---- */
 
-#define LOG__KIND_RUN 0u
-#define LOG__KIND_DEL 1u
-#define LOG__SKEY_BYTES 17u
-
-/* (sid BE, kind, number BE): one cursor walks a stream's runs in version
- * order, then its deletions in position order. */
-struct log__skey {
-    uint8_t b[LOG__SKEY_BYTES];
-};
-
-/* run value: first_position (u64 LE), count (u32 LE) */
-#define LOG__RUN_BYTES 12u
-/* deletion value: last_version (u64 LE), tombstone (u8) */
-#define LOG__DEL_BYTES 9u
-
-void log__skey_pack(struct log__skey *k, uint64_t sid, unsigned kind, uint64_t num);
 uint64_t log__be64_get(const uint8_t *p);
 void log__be64_put(uint8_t *p, uint64_t v);
 uint64_t log__le64_get(const uint8_t *p);
 void log__le64_put(uint8_t *p, uint64_t v);
+
+/* ---- the stream index (log_index.c) ---- */
+
+/* streams: name -> head */
+#define LOG__HEAD_BYTES 32u
+struct log__head {
+    uint64_t sid;             /* the position of the stream's first event */
+    uint64_t last_version;    /* last version ever written */
+    uint64_t last_run;        /* position of its latest run */
+    uint64_t last_del;        /* position of its latest deletion; 0: none */
+};
+
+/* runs: position -> run */
+#define LOG__RUN_BYTES 52u
+struct log__run {
+    uint64_t position;        /* of its first event (the key) */
+    uint64_t sid;
+    uint64_t first_version;
+    uint32_t count;
+    uint64_t depth;           /* 0 for the stream's first run */
+    uint64_t parent;          /* position of the run before; 0: none */
+    uint64_t jump;            /* skew-binary jump target; 0: none */
+    uint64_t jump_depth;
+};
+
+/* dels: (sid BE, position BE) -> (last_version LE, tombstone u8) */
+#define LOG__DEL_BYTES 9u
+struct log__del {
+    uint64_t position;
+    uint64_t last_version;    /* versions <= this are hidden */
+    bool tombstone;
+};
+
+/* A stream's state as of a position bound. */
+struct log__sstate {
+    bool exists;              /* has an event at or before the bound */
+    uint64_t sid;
+    struct log__head head;    /* latest, whatever the bound */
+    int64_t last_version;     /* as of the bound; -1: none */
+    uint64_t last_position;   /* position of last_version */
+    struct log__run run;      /* the run holding last_version */
+    bool has_del;             /* a deletion at or before the bound */
+    struct log__del del;
+    bool tombstoned;
+};
+
+void log__head_decode(const MDB_val *v, struct log__head *h);
+void log__head_encode(const struct log__head *h, uint8_t out[LOG__HEAD_BYTES]);
+void log__run_encode(const struct log__run *r, uint8_t out[LOG__RUN_BYTES]);
+
+/* The head of a stream: 0, AN_ENOTFOUND, AN_ECORRUPT. */
+int log__head_get(const log_env *env, MDB_txn *txn, const char *name, size_t len,
+                  struct log__head *h);
+/* The run starting at pos: 0, AN_ECORRUPT (missing or malformed). */
+int log__run_get(const log_env *env, MDB_txn *txn, uint64_t pos, struct log__run *r);
+/* Fills r's depth, parent and jump for a run appended after `parent` (NULL:
+ * the stream's first run). */
+int log__run_link(const log_env *env, MDB_txn *txn, const struct log__run *parent,
+                  struct log__run *r);
+/* The last run in from's chain whose first version (or first position) is
+ * <= target: 0, AN_ENOTFOUND (none), AN_ECORRUPT. */
+int log__run_find(const log_env *env, MDB_txn *txn, const struct log__run *from, bool by_position,
+                  uint64_t target, struct log__run *out);
+/* The deletion record of sid at pos. */
+int log__del_get(const log_env *env, MDB_txn *txn, uint64_t sid, uint64_t pos,
+                 struct log__del *d);
+/* A stream's state as of bound (UINT64_MAX: latest): 0, AN_ENOTFOUND, ... */
+int log__stream_state(const log_env *env, MDB_txn *txn, const char *name, size_t len,
+                      uint64_t bound, struct log__sstate *out);
+/* The position of a version visible in st (and its run, if run_out). */
+int log__version_position(const log_env *env, MDB_txn *txn, const struct log__sstate *st,
+                          uint64_t version, uint64_t *pos, struct log__run *run_out);
 
 /* ---- the env ---- */
 
@@ -43,7 +99,8 @@ struct log_env {
     MDB_env *mdb;
     MDB_dbi dbi_events;
     MDB_dbi dbi_streams;
-    MDB_dbi dbi_sindex;
+    MDB_dbi dbi_runs;
+    MDB_dbi dbi_dels;
     MDB_dbi dbi_ids;
     char *dir;
     uint64_t max_size_bytes;      /* 0: no cap */
@@ -69,7 +126,7 @@ struct log_env {
     uint64_t w_rng;               /* xorshift state for UUID randomness */
     uint8_t *w_state;             /* per-op scratch for log_commit */
     size_t w_state_cap;
-    struct log__wstream *w_streams; /* per-stream scratch for one append */
+    struct log__sstate *w_streams;  /* per-stream scratch for one append */
     size_t w_streams_cap;
 
     /* ---- published by the writer (release), read by anyone (acquire) ---- */
@@ -84,7 +141,6 @@ struct log_reader {
     log_env *env;
     MDB_txn *txn;
     MDB_cursor *c_events;
-    MDB_cursor *c_sindex;
     bool active;
     uint64_t head;                /* durable head loaded at begin */
     char detail[LOG_DETAIL_MAX];
@@ -100,31 +156,6 @@ int log__from_mdb(int mdb_rc, const char *what, char *detail);
 /* Writes a printf-style message into a LOG_DETAIL_MAX buffer (NULL: no-op). */
 void log__detail(char *detail, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-
-/* ---- the stream index (log_read.c), used by reads and the writer ---- */
-
-/* A stream's state as of a position bound. */
-struct log__sstate {
-    bool exists;                  /* has an event at or before the bound */
-    uint64_t sid;
-    int64_t last_version;         /* -1: none as of the bound */
-    uint64_t last_position;       /* position of last_version */
-    bool has_del;                 /* a deletion at or before the bound */
-    uint64_t del_position;
-    uint64_t del_version;         /* versions <= this are hidden */
-    bool tombstoned;
-};
-
-/* Looks a stream name up: 0 and *sid, or AN_ENOTFOUND. */
-int log__stream_sid(const log_env *env, MDB_txn *txn, const char *name, size_t len,
-                    uint64_t *sid);
-
-/* A stream's state as of `bound` (UINT64_MAX: latest), via cursor `c` on sindex. */
-int log__stream_state(const log_env *env, MDB_txn *txn, MDB_cursor *c, const char *name,
-                      size_t len, uint64_t bound, struct log__sstate *out);
-
-/* The position of (sid, version): 0 and *pos, or AN_ENOTFOUND. */
-int log__version_position(MDB_cursor *c, uint64_t sid, uint64_t version, uint64_t *pos);
 
 /* ---- codec (log_codec.c) ---- */
 

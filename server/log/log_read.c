@@ -3,193 +3,16 @@
  * facts, time travel (as of a position or an instant), and log_verify.
  *
  * Every read is bounded by a position: the reader's durable head, or lower
- * for a read "as of" a point. A stream's state as of a bound comes from its
- * sindex entries: the last run at or before the bound gives its last
- * version (found by binary search over versions when the bound cuts into
- * the stream's history), the last deletion at or before the bound says
- * which versions are hidden.
+ * for a read "as of" a point. A stream's state as of a bound comes from the
+ * stream index (log_index.c): the last run at or before the bound gives its
+ * last version, the last deletion at or before the bound says which
+ * versions are hidden.
  */
 #include "log_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- sindex ---- */
-
-struct run {
-    uint64_t first_version;
-    uint64_t first_position;
-    uint32_t count;
-};
-
-static void run_decode(const MDB_val *k, const MDB_val *v, struct run *r)
-{
-    r->first_version = log__be64_get((const uint8_t *)k->mv_data + 9);
-    r->first_position = log__le64_get(v->mv_data);
-    memcpy(&r->count, (const uint8_t *)v->mv_data + 8, 4);
-}
-
-static bool key_is(const MDB_val *k, uint64_t sid, unsigned kind)
-{
-    const uint8_t *p = k->mv_data;
-    return k->mv_size == LOG__SKEY_BYTES && log__be64_get(p) == sid && p[8] == kind;
-}
-
-/* Positions the cursor on the last key below (sid, kind, num). */
-static int seek_before(MDB_cursor *c, uint64_t sid, unsigned kind, uint64_t num, MDB_val *k,
-                       MDB_val *v)
-{
-    struct log__skey sk;
-    log__skey_pack(&sk, sid, kind, num);
-    *k = (MDB_val){.mv_size = sizeof(sk.b), .mv_data = sk.b};
-    int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
-    if (rc == MDB_NOTFOUND) {
-        return mdb_cursor_get(c, k, v, MDB_LAST);
-    }
-    if (rc) {
-        return rc;
-    }
-    return mdb_cursor_get(c, k, v, MDB_PREV);
-}
-
-/* The run holding (sid, version). */
-static int run_at(MDB_cursor *c, uint64_t sid, uint64_t version, struct run *r)
-{
-    struct log__skey sk;
-    MDB_val k;
-    MDB_val v;
-    log__skey_pack(&sk, sid, LOG__KIND_RUN, version);
-    k = (MDB_val){.mv_size = sizeof(sk.b), .mv_data = sk.b};
-    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    if (rc == 0 && k.mv_size == sizeof(sk.b) && memcmp(k.mv_data, sk.b, sizeof(sk.b)) == 0) {
-        if (v.mv_size != LOG__RUN_BYTES) {
-            return AN_ECORRUPT;
-        }
-        run_decode(&k, &v, r);
-        return 0;
-    }
-    if (rc == MDB_NOTFOUND) {
-        rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-    } else if (rc == 0) {
-        rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
-    }
-    if (rc == MDB_NOTFOUND || (rc == 0 && !key_is(&k, sid, LOG__KIND_RUN))) {
-        return AN_ENOTFOUND;
-    }
-    if (rc) {
-        return log__from_mdb(rc, "sindex", NULL);
-    }
-    if (v.mv_size != LOG__RUN_BYTES) {
-        return AN_ECORRUPT;
-    }
-    run_decode(&k, &v, r);
-    if (version >= r->first_version + r->count) {
-        return AN_ENOTFOUND;
-    }
-    return 0;
-}
-
-int log__version_position(MDB_cursor *c, uint64_t sid, uint64_t version, uint64_t *pos)
-{
-    struct run r;
-    int rc = run_at(c, sid, version, &r);
-    if (rc) {
-        return rc;
-    }
-    *pos = r.first_position + (version - r.first_version);
-    return 0;
-}
-
-int log__stream_sid(const log_env *env, MDB_txn *txn, const char *name, size_t len,
-                    uint64_t *sid)
-{
-    MDB_val k = {.mv_size = len, .mv_data = (void *)name};
-    MDB_val v;
-    if (len == 0 || len > LOG_NAME_MAX) {
-        return AN_ENOTFOUND;
-    }
-    int rc = mdb_get(txn, env->dbi_streams, &k, &v);
-    if (rc) {
-        return rc == MDB_NOTFOUND ? AN_ENOTFOUND : log__from_mdb(rc, "streams", NULL);
-    }
-    if (v.mv_size != 8) {
-        return AN_ECORRUPT;
-    }
-    *sid = log__be64_get(v.mv_data);
-    return 0;
-}
-
-int log__stream_state(const log_env *env, MDB_txn *txn, MDB_cursor *c, const char *name,
-                      size_t len, uint64_t bound, struct log__sstate *out)
-{
-    struct log__sstate st = {.last_version = -1};
-    MDB_val k;
-    MDB_val v;
-    struct run r;
-    int rc = log__stream_sid(env, txn, name, len, &st.sid);
-    if (rc) {
-        return rc;
-    }
-    /* the stream's last run: the key just below (sid, DEL, 0) */
-    rc = seek_before(c, st.sid, LOG__KIND_DEL, 0, &k, &v);
-    if (rc || !key_is(&k, st.sid, LOG__KIND_RUN) || v.mv_size != LOG__RUN_BYTES) {
-        return rc && rc != MDB_NOTFOUND ? log__from_mdb(rc, "sindex", NULL) : AN_ECORRUPT;
-    }
-    run_decode(&k, &v, &r);
-    uint64_t last_v = r.first_version + r.count - 1;
-    uint64_t last_p = r.first_position + r.count - 1;
-    if (st.sid > bound) {
-        /* its first event (position == sid) is beyond the bound */
-        *out = st;
-        return 0;
-    }
-    st.exists = true;
-    if (last_p > bound) {
-        /* largest version at or before the bound; version 0 is (sid <= bound) */
-        uint64_t lo = 0;
-        uint64_t hi = last_v;
-        while (hi - lo > 1) {
-            uint64_t mid = lo + (hi - lo) / 2;
-            uint64_t p;
-            if ((rc = log__version_position(c, st.sid, mid, &p))) {
-                return rc == AN_ENOTFOUND ? AN_ECORRUPT : rc;
-            }
-            if (p <= bound) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        last_v = lo;
-        if ((rc = log__version_position(c, st.sid, lo, &last_p))) {
-            return rc == AN_ENOTFOUND ? AN_ECORRUPT : rc;
-        }
-    }
-    st.last_version = (int64_t)last_v;
-    st.last_position = last_p;
-
-    /* the last deletion at or before the bound */
-    if (bound == UINT64_MAX) {
-        rc = seek_before(c, st.sid, LOG__KIND_DEL + 1, 0, &k, &v);
-    } else {
-        rc = seek_before(c, st.sid, LOG__KIND_DEL, bound + 1, &k, &v);
-    }
-    if (rc && rc != MDB_NOTFOUND) {
-        return log__from_mdb(rc, "sindex", NULL);
-    }
-    if (rc == 0 && key_is(&k, st.sid, LOG__KIND_DEL)) {
-        if (v.mv_size != LOG__DEL_BYTES) {
-            return AN_ECORRUPT;
-        }
-        st.has_del = true;
-        st.del_position = log__be64_get((const uint8_t *)k.mv_data + 9);
-        st.del_version = log__le64_get(v.mv_data);
-        st.tombstoned = ((const uint8_t *)v.mv_data)[8] != 0;
-    }
-    *out = st;
-    return 0;
-}
 
 /* ---- events ---- */
 
@@ -325,7 +148,7 @@ static int visible_range(log_reader *rd, const char *name, uint64_t bound,
     size_t len = strlen(name);
     char nm[64];
     log__printable(nm, sizeof(nm), name, len);
-    int rc = log__stream_state(rd->env, rd->txn, rd->c_sindex, name, len, bound, st);
+    int rc = log__stream_state(rd->env, rd->txn, name, len, bound, st);
     if (rc == AN_ENOTFOUND || (rc == 0 && !st->exists)) {
         log__detail(rd->detail, "stream '%s' not found", nm);
         return AN_ENOTFOUND;
@@ -334,8 +157,120 @@ static int visible_range(log_reader *rd, const char *name, uint64_t bound,
         log__detail(rd->detail, "stream '%s': its index cannot be read", nm);
         return rc;
     }
-    *vmin = st->has_del ? st->del_version + 1 : 0;
+    *vmin = st->has_del ? st->del.last_version + 1 : 0;
     return 0;
+}
+
+/* Runs gathered for a forward read, newest last. */
+#define CHUNK_RUNS 128
+
+/* Hands events [v, end] of run r to fn, forwards; *v advances. */
+static int emit_forward(log_reader *rd, const struct log__run *r, uint64_t *v, uint64_t end,
+                        log_event_fn fn, void *arg, uint64_t max_count, uint64_t *count,
+                        bool *more)
+{
+    struct log_event ev;
+    uint64_t pos = r->position + (*v - r->first_version);
+    bool next = false;
+    while (*more && *v <= end) {
+        int rc = event_get(rd->c_events, pos, next, &ev);
+        if (rc) {
+            return rc;
+        }
+        next = true;
+        (*v)++;
+        pos++;
+        *more = fn(arg, &ev) && (max_count == 0 || ++*count < max_count);
+    }
+    return 0;
+}
+
+/*
+ * Forwards: runs are linked backwards only, so each chunk of at most
+ * CHUNK_RUNS versions is gathered by walking back from the run that holds
+ * the chunk's last version (every run holds at least one version, so at
+ * most CHUNK_RUNS runs), then emitted oldest first: one O(log n) search and
+ * one parent step per run, per chunk.
+ */
+static int read_forward(log_reader *rd, const struct log__sstate *st, uint64_t v, uint64_t vmax,
+                        const struct log_stream_read *q, log_event_fn fn, void *arg,
+                        uint64_t *next_version)
+{
+    struct log__run runs[CHUNK_RUNS];
+    uint64_t count = 0;
+    bool more = true;
+    int rc = 0;
+    while (more && v <= vmax) {
+        uint64_t last = vmax - v < CHUNK_RUNS - 1 ? vmax : v + CHUNK_RUNS - 1;
+        struct log__run r;
+        if ((rc = log__run_find(rd->env, rd->txn, &st->run, false, last, &r))) {
+            break;
+        }
+        size_t n = 0;
+        runs[n++] = r;
+        while (r.first_version > v) {
+            if (n == CHUNK_RUNS || (rc = log__run_get(rd->env, rd->txn, r.parent, &r))) {
+                rc = rc ? rc : AN_ECORRUPT;
+                goto out;
+            }
+            runs[n++] = r;
+        }
+        for (size_t i = n; i-- > 0 && more && v <= last;) {
+            uint64_t end = runs[i].first_version + runs[i].count - 1;
+            if (end > last) {
+                end = last;
+            }
+            if ((rc = emit_forward(rd, &runs[i], &v, end, fn, arg, q->max_count, &count, &more))) {
+                goto out;
+            }
+        }
+    }
+out:
+    *next_version = v;
+    return rc == AN_ENOTFOUND ? AN_ECORRUPT : rc;
+}
+
+static int read_backward(log_reader *rd, const struct log__sstate *st, int64_t v, uint64_t vmin,
+                         const struct log_stream_read *q, log_event_fn fn, void *arg,
+                         int64_t *next_version)
+{
+    struct log__run r;
+    struct log_event ev;
+    uint64_t count = 0;
+    bool more = true;
+    int rc = 0;
+    if (v >= (int64_t)vmin) {
+        rc = log__run_find(rd->env, rd->txn, &st->run, false, (uint64_t)v, &r);
+    }
+    while (!rc && more && v >= (int64_t)vmin) {
+        uint64_t pos = r.position + ((uint64_t)v - r.first_version);
+        bool prev = false;
+        for (; more && v >= (int64_t)r.first_version && v >= (int64_t)vmin; v--, pos--) {
+            if (prev) {
+                MDB_val k;
+                MDB_val val;
+                uint64_t got = 0;
+                rc = mdb_cursor_get(rd->c_events, &k, &val, MDB_PREV);
+                if (rc == 0 && k.mv_size == 8) {
+                    memcpy(&got, k.mv_data, 8);
+                }
+                if (rc || got != pos || log_event_peek(val.mv_data, val.mv_size, &ev)) {
+                    rc = AN_ECORRUPT;
+                    goto out;
+                }
+            } else if ((rc = event_get(rd->c_events, pos, false, &ev))) {
+                goto out;
+            }
+            prev = true;
+            more = fn(arg, &ev) && (q->max_count == 0 || ++count < q->max_count);
+        }
+        if (more && v >= (int64_t)vmin) {
+            rc = log__run_get(rd->env, rd->txn, r.parent, &r);
+        }
+    }
+out:
+    *next_version = v;
+    return rc == AN_ENOTFOUND ? AN_ECORRUPT : rc;
 }
 
 int log_read_stream(log_reader *rd, const struct log_stream_read *q, log_event_fn fn,
@@ -360,79 +295,36 @@ int log_read_stream(log_reader *rd, const struct log_stream_read *q, log_event_f
         log__detail(rd->detail, "stream '%s' is deleted", nm);
         return AN_ENOTFOUND;
     }
-    uint64_t count = 0;
-    bool more = true;
-    struct log_event ev;
-    struct run r;
-
     if (!q->backwards) {
         uint64_t v = q->from_end ? (uint64_t)lv : (q->from_version > vmin ? q->from_version : vmin);
-        while (more && (int64_t)v <= lv && (q->max_count == 0 || count < q->max_count)) {
-            if ((rc = run_at(rd->c_sindex, st.sid, v, &r))) {
-                goto out_corrupt;
-            }
-            uint64_t pos = r.first_position + (v - r.first_version);
-            uint64_t end = r.first_version + r.count - 1;
-            bool next = false;
-            for (; more && v <= end && (int64_t)v <= lv; v++, pos++) {
-                if ((rc = event_get(rd->c_events, pos, next, &ev))) {
-                    goto out_corrupt;
-                }
-                next = true;
-                more = fn(arg, &ev) && (q->max_count == 0 || ++count < q->max_count);
-            }
-            if (!more && q->max_count && count >= q->max_count) {
-                break;
-            }
+        uint64_t nv = v;
+        if ((int64_t)v <= lv) {
+            rc = read_forward(rd, &st, v, (uint64_t)lv, q, fn, arg, &nv);
         }
         if (next_version) {
-            *next_version = v;
+            *next_version = nv;
         }
         if (done) {
-            *done = (int64_t)v > lv;
+            *done = (int64_t)nv > lv;
         }
-        return 0;
-    }
-
-    int64_t v = q->from_end ? lv : (q->from_version < (uint64_t)lv ? (int64_t)q->from_version : lv);
-    while (more && v >= (int64_t)vmin && (q->max_count == 0 || count < q->max_count)) {
-        if ((rc = run_at(rd->c_sindex, st.sid, (uint64_t)v, &r))) {
-            goto out_corrupt;
+    } else {
+        int64_t v = q->from_end ? lv
+                                : (q->from_version < (uint64_t)lv ? (int64_t)q->from_version : lv);
+        int64_t nv = v;
+        rc = read_backward(rd, &st, v, vmin, q, fn, arg, &nv);
+        if (next_version) {
+            *next_version = nv < 0 ? 0 : (uint64_t)nv;
         }
-        uint64_t pos = r.first_position + ((uint64_t)v - r.first_version);
-        bool prev = false;
-        for (; more && v >= (int64_t)r.first_version && v >= (int64_t)vmin; v--, pos--) {
-            if (prev) {
-                MDB_val k;
-                MDB_val val;
-                rc = mdb_cursor_get(rd->c_events, &k, &val, MDB_PREV);
-                uint64_t got = 0;
-                if (rc == 0 && k.mv_size == 8) {
-                    memcpy(&got, k.mv_data, 8);
-                }
-                if (rc || got != pos || log_event_peek(val.mv_data, val.mv_size, &ev)) {
-                    rc = AN_ECORRUPT;
-                    goto out_corrupt;
-                }
-            } else if ((rc = event_get(rd->c_events, pos, false, &ev))) {
-                goto out_corrupt;
-            }
-            prev = true;
-            more = fn(arg, &ev) && (q->max_count == 0 || ++count < q->max_count);
+        if (done) {
+            *done = nv < (int64_t)vmin;
         }
     }
-    if (next_version) {
-        *next_version = v < 0 ? 0 : (uint64_t)v;
+    if (rc) {
+        char nm[64];
+        log__printable(nm, sizeof(nm), q->stream, len);
+        log__detail(rd->detail, "stream '%s': its runs or events cannot be read", nm);
     }
-    if (done) {
-        *done = v < (int64_t)vmin;
-    }
-    return 0;
-
-out_corrupt:
-    log__detail(rd->detail, "stream index or events of '%.*s' cannot be read", (int)len,
-                q->stream);
-    return rc == AN_ENOTFOUND ? AN_ECORRUPT : rc;
+    return rc;
 }
 
 int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
@@ -459,7 +351,8 @@ int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
     if ((int64_t)vmin <= st.last_version) {
         info.event_count = (uint64_t)st.last_version - vmin + 1;
         info.last_position = st.last_position;
-        if ((rc = log__version_position(rd->c_sindex, st.sid, vmin, &info.first_position))) {
+        if ((rc = log__version_position(rd->env, rd->txn, &st, vmin, &info.first_position,
+                                        NULL))) {
             goto out_corrupt;
         }
     }
@@ -472,8 +365,8 @@ int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
         goto out_corrupt;
     }
     info.updated_ns = ev.recorded_at_ns;
-    if (st.has_del && st.del_position > st.last_position) {
-        if ((rc = event_get(rd->c_events, st.del_position, false, &ev))) {
+    if (st.has_del && st.del.position > st.last_position) {
+        if ((rc = event_get(rd->c_events, st.del.position, false, &ev))) {
             goto out_corrupt;
         }
         info.updated_ns = ev.recorded_at_ns;
@@ -658,10 +551,10 @@ int log_verify(log_env *env, log_progress_fn progress, void *arg, char *detail)
             rc = AN_ECORRUPT;
             goto out;
         }
-        uint64_t sid;
+        struct log__sstate st;
         uint64_t ip;
-        if (log__stream_sid(env, rd->txn, ev.stream, ev.stream_len, &sid) ||
-            log__version_position(rd->c_sindex, sid, ev.version, &ip) || ip != pos) {
+        if (log__stream_state(env, rd->txn, ev.stream, ev.stream_len, head, &st) ||
+            log__version_position(env, rd->txn, &st, ev.version, &ip, NULL) || ip != pos) {
             log__detail(detail, "the stream index does not lead to the event at position %llu",
                         (unsigned long long)pos);
             rc = AN_ECORRUPT;
@@ -682,47 +575,68 @@ int log_verify(log_env *env, log_progress_fn progress, void *arg, char *detail)
         rc = AN_ECORRUPT;
         goto out;
     }
-    /* runs: each stream's versions are 0.. without gaps */
-    uint64_t cur_sid = 0;
-    uint64_t next_v = 0;
-    op = MDB_FIRST;
-    while ((rc = mdb_cursor_get(rd->c_sindex, &k, &v, op)) == 0) {
-        op = MDB_NEXT;
-        const uint8_t *kb = k.mv_data;
-        if (k.mv_size != LOG__SKEY_BYTES) {
-            rc = AN_ECORRUPT;
-            log__detail(detail, "a stream index key has %zu bytes", k.mv_size);
-            goto out;
-        }
-        if (kb[8] != LOG__KIND_RUN) {
-            continue;
-        }
-        struct run r;
-        run_decode(&k, &v, &r);
-        uint64_t sid = log__be64_get(kb);
-        if (sid != cur_sid) {
-            cur_sid = sid;
-            next_v = 0;
-        }
-        if (r.first_position > head) {
-            continue;
-        }
-        if (r.first_version != next_v || r.count == 0) {
-            log__detail(detail, "stream %llu: versions jump from %llu to %llu",
-                        (unsigned long long)sid, (unsigned long long)next_v,
-                        (unsigned long long)r.first_version);
-            rc = AN_ECORRUPT;
-            goto out;
-        }
-        next_v += r.count;
-        runs_total += r.count;
+    /* runs: each stream's chain holds versions 0..last without gaps */
+    MDB_cursor *c = NULL;
+    if ((rc = mdb_cursor_open(rd->txn, env->dbi_streams, &c))) {
+        rc = log__from_mdb(rc, "verify", detail);
+        goto out;
     }
-    rc = (rc == MDB_NOTFOUND) ? 0 : log__from_mdb(rc, "verify", detail);
+    op = MDB_FIRST;
+    while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+        op = MDB_NEXT;
+        struct log__sstate st;
+        if (log__stream_state(env, rd->txn, k.mv_data, k.mv_size, head, &st)) {
+            log__detail(detail, "stream '%.*s': its head or runs cannot be read",
+                        (int)(k.mv_size > 64 ? 64 : k.mv_size), (const char *)k.mv_data);
+            rc = AN_ECORRUPT;
+            break;
+        }
+        if (!st.exists) {
+            continue;
+        }
+        struct log__run r = st.run;
+        uint64_t expect_end = (uint64_t)st.last_version + 1;
+        for (;;) {
+            uint64_t n = r.first_version + r.count > expect_end ? expect_end - r.first_version
+                                                                 : r.count;
+            if (r.sid != st.sid || r.first_version + n != expect_end) {
+                log__detail(detail, "stream '%.*s': versions jump at %llu",
+                            (int)(k.mv_size > 64 ? 64 : k.mv_size), (const char *)k.mv_data,
+                            (unsigned long long)r.first_version);
+                rc = AN_ECORRUPT;
+                goto out_cursor;
+            }
+            runs_total += n;
+            expect_end = r.first_version;
+            if (r.depth == 0) {
+                break;
+            }
+            if (log__run_get(env, rd->txn, r.parent, &r)) {
+                rc = AN_ECORRUPT;
+                log__detail(detail, "a run of stream id %llu cannot be read",
+                            (unsigned long long)st.sid);
+                goto out_cursor;
+            }
+        }
+        if (expect_end != 0 || r.position != st.sid) {
+            log__detail(detail, "stream '%.*s': its first run is not version 0 at its id",
+                        (int)(k.mv_size > 64 ? 64 : k.mv_size), (const char *)k.mv_data);
+            rc = AN_ECORRUPT;
+            goto out_cursor;
+        }
+    }
+    if (rc == MDB_NOTFOUND) {
+        rc = 0;
+    } else if (rc != AN_ECORRUPT) {
+        rc = log__from_mdb(rc, "verify", detail);
+    }
     if (!rc && runs_total != head) {
         log__detail(detail, "stream runs hold %llu events but the log has %llu",
                     (unsigned long long)runs_total, (unsigned long long)head);
         rc = AN_ECORRUPT;
     }
+out_cursor:
+    mdb_cursor_close(c);
 out:
     log_reader_end(rd);
     log_reader_close(rd);

@@ -7,7 +7,7 @@
  *      streams' tombstones and expectations. A failure sets op->rc and the
  *      op writes nothing.
  *   2. puts: events (MDB_APPEND, packed in place with MDB_RESERVE), ids,
- *      one sindex run per stream, a streams row for a new stream.
+ *      one run per stream (MDB_APPEND) and the stream's head row.
  * After phase 1 passes, phase 2 can fail only for reasons that doom the
  * whole transaction (map full, I/O), so one op never leaves another half
  * done. Those reasons abort the transaction and re-run the batch: after
@@ -28,16 +28,10 @@
 #define OP_TODO 0
 #define OP_FINAL 1    /* rc is settled (validation, or it did not fit) */
 
-struct log__wstream {
-    uint64_t sid;             /* 0: the stream is new */
-    int64_t last_version;
-};
-
 /* One write transaction's view of the log. */
 struct wtxn {
     log_env *env;
     MDB_txn *txn;
-    MDB_cursor *c_sindex;
     uint64_t head;
     int64_t last_ts;
     bool wrote;
@@ -45,29 +39,42 @@ struct wtxn {
 
 /* ---- validation ---- */
 
-static int check_name(const char *what, const char *s, bool allow_reserved, char *detail)
+/* Names the field of a request: "stream", "streams[i].stream" or
+ * "streams[i].events[j].type" (built only when there is an error to report). */
+static void field_name(char *out, size_t cap, const char *field, long i, long j)
 {
+    if (i < 0) {
+        snprintf(out, cap, "%s", field);
+    } else if (j < 0) {
+        snprintf(out, cap, "streams[%ld].%s", i, field);
+    } else {
+        snprintf(out, cap, "streams[%ld].events[%ld].%s", i, j, field);
+    }
+}
+
+static int check_name(const char *s, bool allow_reserved, char *detail, const char *field,
+                      long i, long j)
+{
+    char what[96];
     size_t len = s ? strlen(s) : 0;
+    if (len > 0 && len <= LOG_NAME_MAX && (s[0] != '$' || allow_reserved) &&
+        log_utf8_valid(s, len)) {
+        return 0;
+    }
+    field_name(what, sizeof(what), field, i, j);
     if (len == 0) {
         log__detail(detail, "%s is empty (must be 1..%u bytes)", what, LOG_NAME_MAX);
-        return AN_EINVAL;
-    }
-    if (len > LOG_NAME_MAX) {
+    } else if (len > LOG_NAME_MAX) {
         log__detail(detail, "%s is %zu bytes > limit %u", what, len, LOG_NAME_MAX);
-        return AN_EINVAL;
-    }
-    if (!log_utf8_valid(s, len)) {
-        log__detail(detail, "%s is not valid UTF-8", what);
-        return AN_EINVAL;
-    }
-    if (s[0] == '$' && !allow_reserved) {
+    } else if (s[0] == '$' && !allow_reserved) {
         char name[64];
         log__printable(name, sizeof(name), s, len);
         log__detail(detail, "%s '%s': names starting with '$' are reserved for the server",
                     what, name);
-        return AN_EINVAL;
+    } else {
+        log__detail(detail, "%s is not valid UTF-8", what);
     }
-    return 0;
+    return AN_EINVAL;
 }
 
 static bool expectation_known(Annals__V1__Expectation e)
@@ -171,7 +178,6 @@ static int check_duplicates(const Annals__V1__AppendRequest *req, size_t n_ids, 
 int log_validate_append(const log_env *env, const Annals__V1__AppendRequest *req,
                         bool allow_reserved, char *detail)
 {
-    char what[96];
     size_t n_ids = 0;
     int rc;
     if (!req || req->n_streams == 0) {
@@ -180,8 +186,7 @@ int log_validate_append(const log_env *env, const Annals__V1__AppendRequest *req
     }
     for (size_t i = 0; i < req->n_streams; i++) {
         const Annals__V1__StreamAppend *s = req->streams[i];
-        snprintf(what, sizeof(what), "streams[%zu].stream", i);
-        if ((rc = check_name(what, s->stream, allow_reserved, detail))) {
+        if ((rc = check_name(s->stream, allow_reserved, detail, "stream", (long)i, -1))) {
             return rc;
         }
         if (!expectation_known(s->expect)) {
@@ -200,8 +205,7 @@ int log_validate_append(const log_env *env, const Annals__V1__AppendRequest *req
         }
         for (size_t j = 0; j < s->n_events; j++) {
             const Annals__V1__EventData *e = s->events[j];
-            snprintf(what, sizeof(what), "streams[%zu].events[%zu].type", i, j);
-            if ((rc = check_name(what, e->type, true, detail))) {
+            if ((rc = check_name(e->type, true, detail, "type", (long)i, (long)j))) {
                 return rc;
             }
             if (e->id.len != 0 && e->id.len != LOG_ID_BYTES) {
@@ -235,7 +239,7 @@ int log_validate_delete(const log_env *env, const Annals__V1__DeleteStreamReques
         log__detail(detail, "empty request");
         return AN_EINVAL;
     }
-    int rc = check_name("stream", req->stream, false, detail);
+    int rc = check_name(req->stream, false, detail, "stream", -1, -1);
     if (rc) {
         return rc;
     }
@@ -391,6 +395,15 @@ static int check_retry(struct wtxn *w, struct log_op *op, uint64_t first_found, 
 
 /* ---- puts ---- */
 
+static int put_head(struct wtxn *w, const char *stream, const struct log__head *h)
+{
+    uint8_t hb[LOG__HEAD_BYTES];
+    log__head_encode(h, hb);
+    MDB_val k = {.mv_size = strlen(stream), .mv_data = (void *)stream};
+    MDB_val v = {.mv_size = sizeof(hb), .mv_data = hb};
+    return mdb_put(w->txn, w->env->dbi_streams, &k, &v, 0);
+}
+
 /* Converts an LMDB failure during puts: the txn is doomed; the caller
  * aborts it. Positive MDB codes pass through for log_commit to act on. */
 #define WFAIL(rc) return (rc)
@@ -448,45 +461,53 @@ static int put_event(struct wtxn *w, const struct log_op *op, const char *stream
 }
 
 /*
- * Appends events[0..n) to one stream at the next positions: creates the
- * stream row if new, one sindex run, the events and their ids.
+ * Appends events[0..n) to one stream at the next positions: the events and
+ * their ids, one run linked after the stream's latest, and its head row.
+ * st is the stream's latest state (exists == false: a new stream) and is
+ * updated, so a later call within the same transaction continues from it.
  */
 static int put_run(struct wtxn *w, const struct log_op *op, const char *stream,
-                   struct log__wstream *ws, Annals__V1__EventData *const *events, size_t n,
+                   struct log__sstate *st, Annals__V1__EventData *const *events, size_t n,
                    int64_t ts, struct log_stream_result *res)
 {
     log_env *env = w->env;
     uint64_t pos = w->head + 1;
-    uint64_t fv = (uint64_t)(ws->last_version + 1);
+    uint64_t fv = (uint64_t)(st->last_version + 1);
+    struct log__run run = {.position = pos, .first_version = fv, .count = (uint32_t)n};
     int rc;
 
-    if (ws->sid == 0) {
-        ws->sid = pos;
-        uint8_t sidb[8];
-        log__be64_put(sidb, pos);
-        MDB_val k = {.mv_size = strlen(stream), .mv_data = (void *)stream};
-        MDB_val v = {.mv_size = 8, .mv_data = sidb};
-        if ((rc = mdb_put(w->txn, env->dbi_streams, &k, &v, MDB_NOOVERWRITE))) {
-            WFAIL(rc);
-        }
+    if (!st->exists) {
+        st->exists = true;
+        st->sid = pos;
+        st->head = (struct log__head){.sid = pos};
+        rc = log__run_link(env, w->txn, NULL, &run);
+    } else {
+        rc = log__run_link(env, w->txn, &st->run, &run);
     }
-    struct log__skey sk;
-    uint8_t run[LOG__RUN_BYTES];
-    uint32_t cnt = (uint32_t)n;
-    log__skey_pack(&sk, ws->sid, LOG__KIND_RUN, fv);
-    log__le64_put(run, pos);
-    memcpy(run + 8, &cnt, 4);
-    MDB_val k = {.mv_size = sizeof(sk.b), .mv_data = sk.b};
-    MDB_val v = {.mv_size = sizeof(run), .mv_data = run};
-    if ((rc = mdb_put(w->txn, env->dbi_sindex, &k, &v, 0))) {
-        WFAIL(rc);
+    if (rc) {
+        return MDB_CORRUPTED; /* the stream's runs cannot be read */
     }
+    run.sid = st->sid;
     for (size_t j = 0; j < n; j++) {
         if ((rc = put_event(w, op, stream, fv + j, pos + j, ts, events[j]))) {
             WFAIL(rc);
         }
     }
-    ws->last_version = (int64_t)(fv + n - 1);
+    uint8_t rb[LOG__RUN_BYTES];
+    log__run_encode(&run, rb);
+    MDB_val k = {.mv_size = 8, .mv_data = &pos};
+    MDB_val v = {.mv_size = sizeof(rb), .mv_data = rb};
+    if ((rc = mdb_put(w->txn, env->dbi_runs, &k, &v, MDB_APPEND))) {
+        WFAIL(rc);
+    }
+    st->run = run;
+    st->last_version = (int64_t)(fv + n - 1);
+    st->last_position = pos + n - 1;
+    st->head.last_version = fv + n - 1;
+    st->head.last_run = pos;
+    if ((rc = put_head(w, stream, &st->head))) {
+        WFAIL(rc);
+    }
     w->head = pos + n - 1;
     w->last_ts = ts;
     w->wrote = true;
@@ -505,7 +526,7 @@ static int64_t next_ts(const struct wtxn *w)
 
 static int stream_state(struct wtxn *w, const char *name, struct log__sstate *st)
 {
-    int rc = log__stream_state(w->env, w->txn, w->c_sindex, name, strlen(name), UINT64_MAX, st);
+    int rc = log__stream_state(w->env, w->txn, name, strlen(name), UINT64_MAX, st);
     if (rc == AN_ENOTFOUND) {
         *st = (struct log__sstate){.last_version = -1};
         return 0;
@@ -518,7 +539,7 @@ static int grow_scratch(log_env *env, size_t n_streams)
     if (n_streams <= env->w_streams_cap) {
         return 0;
     }
-    struct log__wstream *p = realloc(env->w_streams, n_streams * sizeof(*p));
+    struct log__sstate *p = realloc(env->w_streams, n_streams * sizeof(*p));
     if (!p) {
         return AN_ENOMEM;
     }
@@ -571,25 +592,24 @@ static int apply_append(struct wtxn *w, struct log_op *op)
     }
     for (size_t i = 0; i < req->n_streams; i++) {
         const Annals__V1__StreamAppend *s = req->streams[i];
-        struct log__sstate st;
-        if ((rc = stream_state(w, s->stream, &st))) {
+        struct log__sstate *stp = &env->w_streams[i];
+        if ((rc = stream_state(w, s->stream, stp))) {
             op->rc = rc;
             log__detail(op->detail, "reading stream state failed");
             return 0;
         }
-        if (st.tombstoned) {
+        if (stp->tombstoned) {
             char nm[64];
             log__printable(nm, sizeof(nm), s->stream, strlen(s->stream));
             op->rc = AN_ETOMBSTONED;
             log__detail(op->detail, "stream '%s' is tombstoned (at position %llu)", nm,
-                        (unsigned long long)st.del_position);
+                        (unsigned long long)stp->del.position);
             return 0;
         }
-        if (!expectation_holds(s->expect, s->expected_version, st.last_version)) {
-            conflict(op, i, s->stream, s->expect, s->expected_version, st.last_version);
+        if (!expectation_holds(s->expect, s->expected_version, stp->last_version)) {
+            conflict(op, i, s->stream, s->expect, s->expected_version, stp->last_version);
             return 0;
         }
-        env->w_streams[i] = (struct log__wstream){.sid = st.sid, .last_version = st.last_version};
     }
 
     int64_t ts = next_ts(w);
@@ -615,8 +635,7 @@ static int apply_delete(struct wtxn *w, struct log_op *op)
     int rc;
 
     log__printable(nm, sizeof(nm), d->stream, strlen(d->stream));
-    rc = log__stream_state(w->env, w->txn, w->c_sindex, d->stream, strlen(d->stream), UINT64_MAX,
-                           &st);
+    rc = log__stream_state(w->env, w->txn, d->stream, strlen(d->stream), UINT64_MAX, &st);
     if (rc == AN_ENOTFOUND) {
         op->rc = AN_ENOTFOUND;
         log__detail(op->detail, "stream '%s' was never written", nm);
@@ -630,21 +649,21 @@ static int apply_delete(struct wtxn *w, struct log_op *op)
     if (st.tombstoned) {
         op->rc = AN_ETOMBSTONED;
         log__detail(op->detail, "stream '%s' is already tombstoned (at position %llu)", nm,
-                    (unsigned long long)st.del_position);
+                    (unsigned long long)st.del.position);
         return 0;
     }
     if (!expectation_holds(d->expect, d->expected_version, st.last_version)) {
         conflict(op, 0, d->stream, d->expect, d->expected_version, st.last_version);
         return 0;
     }
-    if (!d->tombstone && st.has_del && (int64_t)st.del_version == st.last_version) {
+    if (!d->tombstone && st.has_del && (int64_t)st.del.last_version == st.last_version) {
         /* nothing new since the last deletion: it stands */
         struct log_event ev;
-        if ((rc = event_at(w, st.del_position, &ev))) {
+        if ((rc = event_at(w, st.del.position, &ev))) {
             op->rc = rc;
             return 0;
         }
-        op->first_position = op->last_position = st.del_position;
+        op->first_position = op->last_position = st.del.position;
         op->recorded_at_ns = ev.recorded_at_ns;
         return 0;
     }
@@ -669,19 +688,23 @@ static int apply_delete(struct wtxn *w, struct log_op *op)
         op->rc = rc;
         return 0;
     }
-    struct log__wstream ws = {.sid = sys.sid, .last_version = sys.last_version};
     int64_t ts = next_ts(w);
-    if ((rc = put_run(w, op, LOG_DELETED_STREAM, &ws, &evp, 1, ts, NULL))) {
+    if ((rc = put_run(w, op, LOG_DELETED_STREAM, &sys, &evp, 1, ts, NULL))) {
         WFAIL(rc);
     }
-    struct log__skey sk;
+    uint8_t key[16];
     uint8_t del[LOG__DEL_BYTES];
-    log__skey_pack(&sk, st.sid, LOG__KIND_DEL, w->head);
+    log__be64_put(key, st.sid);
+    log__be64_put(key + 8, w->head);
     log__le64_put(del, (uint64_t)st.last_version);
     del[8] = d->tombstone ? 1 : 0;
-    MDB_val k = {.mv_size = sizeof(sk.b), .mv_data = sk.b};
+    MDB_val k = {.mv_size = sizeof(key), .mv_data = key};
     MDB_val v = {.mv_size = sizeof(del), .mv_data = del};
-    if ((rc = mdb_put(w->txn, w->env->dbi_sindex, &k, &v, 0))) {
+    if ((rc = mdb_put(w->txn, w->env->dbi_dels, &k, &v, 0))) {
+        WFAIL(rc);
+    }
+    st.head.last_del = w->head;
+    if ((rc = put_head(w, d->stream, &st.head))) {
         WFAIL(rc);
     }
     op->first_position = op->last_position = w->head;
@@ -749,12 +772,6 @@ static int run_txn(log_env *env, struct log_op *ops, size_t from, size_t *to)
 retry:;
     struct wtxn w = {.env = env, .head = env->w_head, .last_ts = env->w_last_ts};
     rc = mdb_txn_begin(env->mdb, NULL, 0, &w.txn);
-    if (!rc) {
-        rc = mdb_cursor_open(w.txn, env->dbi_sindex, &w.c_sindex);
-        if (rc) {
-            mdb_txn_abort(w.txn);
-        }
-    }
     if (rc) {
         rc = log__from_mdb(rc, "begin write", detail);
         fail_open_ops(env, ops, from, limit, rc, detail);
@@ -770,7 +787,6 @@ retry:;
         if (mrc == 0) {
             continue;
         }
-        mdb_cursor_close(w.c_sindex);
         mdb_txn_abort(w.txn);
         if (mrc == MDB_MAP_FULL) {
             if (log__grow(env, ops[i].detail) == 0) {
@@ -798,7 +814,6 @@ retry:;
         fail_open_ops(env, ops, from, limit, rc, detail);
         return rc;
     }
-    mdb_cursor_close(w.c_sindex);
     if (!w.wrote) {
         /* an empty commit would skip LMDB's sync: do not count it */
         mdb_txn_abort(w.txn);
