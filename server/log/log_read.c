@@ -280,8 +280,8 @@ int log_read_stream(log_reader *rd, const struct log_stream_read *q, log_event_f
     struct log__sstate st;
     uint64_t vmin;
     size_t len = q->stream ? strlen(q->stream) : 0;
-    if (len == 0 || len > LOG_NAME_MAX) {
-        log__detail(rd->detail, "stream name must be 1..%u bytes", LOG_NAME_MAX);
+    if (len == 0 || len > LOG_NAME_MAX || !log_utf8_valid(q->stream, len)) {
+        log__detail(rd->detail, "stream name must be 1..%u bytes of UTF-8", LOG_NAME_MAX);
         return AN_EINVAL;
     }
     int rc = visible_range(rd, q->stream, clamp(rd, q->as_of), &st, &vmin);
@@ -335,8 +335,8 @@ int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
     struct log_event ev;
     uint64_t vmin;
     size_t len = stream ? strlen(stream) : 0;
-    if (len == 0 || len > LOG_NAME_MAX) {
-        log__detail(rd->detail, "stream name must be 1..%u bytes", LOG_NAME_MAX);
+    if (len == 0 || len > LOG_NAME_MAX || !log_utf8_valid(stream, len)) {
+        log__detail(rd->detail, "stream name must be 1..%u bytes of UTF-8", LOG_NAME_MAX);
         return AN_EINVAL;
     }
     int rc = visible_range(rd, stream, clamp(rd, as_of), &st, &vmin);
