@@ -1,41 +1,82 @@
 /*
- * annalsd.c - the Annals server's entry point.
+ * annalsd.c - the Annals server's entry point: flags, signals, and the
+ * order of start and shutdown.
  *
- * The gRPC service arrives with the server issue. Until then annalsd opens
- * (or creates) the event log of its data directory, checks it with
- * log_verify, prints what it holds, and exits: the engine's self-check.
+ * All flags live in one table (name, kind, default, min, max, help);
+ * --help is generated from it and a bad value names the flag and its
+ * limit. SIGINT and SIGTERM are blocked before gRPC starts its threads, so
+ * only the main thread takes them (sigwait). The first one shuts down
+ * gracefully (srv_shutdown); a second one exits at once, which is safe
+ * because LMDB needs no recovery.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "say.h"
+#include "srv.h"
 
 #define ANNALSD_VERSION "0.1.0"
+#define STATS_EVERY_S 10
+
+/* ---- flags ---- */
+
+enum flag_kind {
+    FLAG_STRING,
+    FLAG_SIZE,      /* bytes, with K M G T suffixes */
+    FLAG_UINT,
+    FLAG_LEVEL,
+};
+
+struct flag {
+    const char *name;
+    enum flag_kind kind;
+    const char *def;
+    uint64_t min;
+    uint64_t max;
+    const char *help;
+};
+
+static const struct flag flags[] = {
+    {"data", FLAG_STRING, "./annals-data", 0, 0, "data directory (the log is DATA/log)"},
+    {"listen", FLAG_STRING, "127.0.0.1:7400", 0, 0, "gRPC address HOST:PORT (port 0: any)"},
+    {"max-size", FLAG_SIZE, "0", 0, UINT64_MAX >> 1,
+     "cap on the log's size, e.g. 64G (0: none; else at least 1M)"},
+    {"max-event", FLAG_SIZE, "1M", 1, 64ull << 20, "largest event (data + metadata)"},
+    {"max-request", FLAG_SIZE, "4M", 1024, 256ull << 20, "largest append request"},
+    {"threads", FLAG_UINT, "0", 0, 256, "completion-queue threads (0: one per core)"},
+    {"max-batch", FLAG_UINT, "1024", 1, 65536, "appends per group commit"},
+    {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
+};
+#define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
 struct opts {
-    const char *data;
-    const char *listen;
-    uint64_t max_size;
+    const char *val[N_FLAGS];
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: annalsd [options]\n"
-            "  --data DIR        data directory (default ./annals-data)\n"
-            "  --listen ADDR     gRPC address (default 127.0.0.1:7400)\n"
-            "  --max-size BYTES  cap on the log's size; suffixes K M G T (default: none)\n"
-            "  --help            this text\n"
-            "  --version         the version\n");
+    fprintf(f, "usage: annalsd [--flag value ...]\n\n");
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        fprintf(f, "  --%-12s %s (default %s)\n", flags[i].name, flags[i].help, flags[i].def);
+    }
+    fprintf(f, "  --%-12s %s\n  --%-12s %s\n", "help", "this text", "version", "the version");
 }
 
 static int parse_size(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
+    if (!s[0] || s[0] == '-') {
+        return -1;
+    }
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s) {
         return -1;
@@ -63,93 +104,197 @@ static int parse_size(const char *s, uint64_t *out)
     default:
         return -1;
     }
-    if (*end && end[1]) {
-        return -1;
-    }
-    if (shift && v > (UINT64_MAX >> shift)) {
+    if ((*end && end[1]) || (shift && v > (UINT64_MAX >> shift))) {
         return -1;
     }
     *out = (uint64_t)v << shift;
     return 0;
 }
 
+/* The value of flag i as a number, checked against its limits. */
+static int flag_num(const struct opts *o, size_t i, uint64_t *out)
+{
+    const struct flag *f = &flags[i];
+    const char *v = o->val[i] ? o->val[i] : f->def;
+    uint64_t n;
+    int rc = f->kind == FLAG_SIZE ? parse_size(v, &n) : -1;
+    if (f->kind == FLAG_UINT) {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(v, &end, 10);
+        rc = (errno || end == v || *end || v[0] == '-') ? -1 : 0;
+        n = x;
+    }
+    if (rc || n < f->min || n > f->max) {
+        fprintf(stderr, "annalsd: --%s '%s': want %s from %llu to %llu\n", f->name, v,
+                f->kind == FLAG_SIZE ? "a size" : "a whole number",
+                (unsigned long long)f->min, (unsigned long long)f->max);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+static size_t flag_index(const char *name)
+{
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        if (strcmp(flags[i].name, name) == 0) {
+            return i;
+        }
+    }
+    return N_FLAGS;
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--help") == 0) {
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             exit(0);
-        } else if (strcmp(a, "--version") == 0) {
+        }
+        if (strcmp(a, "--version") == 0) {
             printf("annalsd %s\n", ANNALSD_VERSION);
             exit(0);
-        } else if (strcmp(a, "--data") == 0 && val) {
-            o->data = val;
-            i++;
-        } else if (strcmp(a, "--listen") == 0 && val) {
-            o->listen = val;
-            i++;
-        } else if (strcmp(a, "--max-size") == 0 && val) {
-            if (parse_size(val, &o->max_size) || (o->max_size && o->max_size < (1u << 20))) {
-                fprintf(stderr,
-                        "annalsd: --max-size '%s': want a size of at least 1M (e.g. 512M, 4G)\n",
-                        val);
-                return -1;
-            }
-            i++;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "annalsd: unexpected argument '%s' (see --help)\n", a);
+            return -1;
+        }
+        char name[64];
+        const char *eq = strchr(a + 2, '=');
+        size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        snprintf(name, sizeof(name), "%.*s", (int)len, a + 2);
+        size_t k = flag_index(name);
+        if (k == N_FLAGS) {
+            fprintf(stderr, "annalsd: unknown flag '%s' (see --help)\n", a);
+            return -1;
+        }
+        if (eq) {
+            o->val[k] = eq + 1;
+        } else if (i + 1 < argc) {
+            o->val[k] = argv[++i];
         } else {
-            fprintf(stderr, "annalsd: unknown or incomplete option '%s' (see --help)\n", a);
+            fprintf(stderr, "annalsd: --%s needs a value (see --help)\n", name);
             return -1;
         }
     }
     return 0;
 }
 
-static void progress(void *arg, uint64_t done, uint64_t total)
+static const char *flag_str(const struct opts *o, const char *name)
+{
+    size_t i = flag_index(name);
+    return o->val[i] ? o->val[i] : flags[i].def;
+}
+
+static int build_cfg(const struct opts *o, struct srv_cfg *cfg)
+{
+    uint64_t v;
+    *cfg = (struct srv_cfg){
+        .data_dir = flag_str(o, "data"),
+        .listen = flag_str(o, "listen"),
+    };
+    if (flag_num(o, flag_index("max-size"), &v)) {
+        return -1;
+    }
+    if (v && v < (1u << 20)) {
+        fprintf(stderr, "annalsd: --max-size '%s': want 0 (no cap) or at least 1M\n",
+                flag_str(o, "max-size"));
+        return -1;
+    }
+    cfg->max_size_bytes = v;
+    if (flag_num(o, flag_index("max-event"), &v)) {
+        return -1;
+    }
+    cfg->max_event_bytes = (uint32_t)v;
+    if (flag_num(o, flag_index("max-request"), &v)) {
+        return -1;
+    }
+    cfg->max_request_bytes = (uint32_t)v;
+    if (flag_num(o, flag_index("threads"), &v)) {
+        return -1;
+    }
+    cfg->threads = (unsigned)v;
+    if (flag_num(o, flag_index("max-batch"), &v)) {
+        return -1;
+    }
+    cfg->max_batch = (unsigned)v;
+    if (say_set_level(flag_str(o, "log-level"))) {
+        fprintf(stderr, "annalsd: --log-level '%s': want debug, info, warn or error\n",
+                flag_str(o, "log-level"));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- signals ---- */
+
+static sigset_t stop_signals;
+
+static void *second_signal(void *arg)
 {
     (void)arg;
-    fprintf(stderr, "ts=- lvl=info mod=verify msg=\"verifying\" done=%llu total=%llu\n",
-            (unsigned long long)done, (unsigned long long)total);
+    int sig;
+    if (sigwait(&stop_signals, &sig) == 0) {
+        say_warn("main", "msg=\"second signal: exiting now\" signal=%d", sig);
+        _exit(1);
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.data = "./annals-data", .listen = "127.0.0.1:7400"};
+    struct opts o = {{0}};
+    struct srv_cfg cfg;
     char detail[LOG_DETAIL_MAX] = "";
-    char logdir[4096];
-    log_env *env = NULL;
-    struct log_stats st;
+    srv *s = NULL;
 
-    if (parse(argc, argv, &o)) {
+    if (parse(argc, argv, &o) || build_cfg(&o, &cfg)) {
         return 2;
     }
-    if (mkdir(o.data, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "annalsd: cannot create %s: %s\n", o.data, strerror(errno));
+    if (mkdir(cfg.data_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "annalsd: cannot create the data directory %s: %s\n", cfg.data_dir,
+                strerror(errno));
         return 1;
     }
-    snprintf(logdir, sizeof(logdir), "%s/log", o.data);
-    struct log_cfg cfg = {.dir = logdir, .max_size_bytes = o.max_size};
-    int rc = log_open(&cfg, &env, detail);
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (!getenv("GRPC_VERBOSITY")) {
+        setenv("GRPC_VERBOSITY", "ERROR", 1);
+    }
+
+    int rc = srv_start(&cfg, &s, detail);
     if (rc) {
-        fprintf(stderr, "annalsd: %s: %s\n", an_strerror(rc), detail);
+        say_error("main", "msg=\"cannot start\" err=%s detail=\"%s\"", an_errname(rc), detail);
         return 1;
     }
-    rc = log_verify(env, progress, NULL, detail);
-    if (rc == 0) {
-        rc = log_stats(env, &st);
+    say_info("main",
+             "msg=\"started\" version=%s data=%s listen=%s port=%d max_size=%llu "
+             "max_event=%u max_request=%u threads=%u max_batch=%u pid=%d",
+             ANNALSD_VERSION, cfg.data_dir, cfg.listen, srv_port(s),
+             (unsigned long long)cfg.max_size_bytes, cfg.max_event_bytes, cfg.max_request_bytes,
+             srv_config(s)->threads, cfg.max_batch, (int)getpid());
+
+    int sig = 0;
+    for (;;) {
+        struct timespec t = {.tv_sec = STATS_EVERY_S};
+        siginfo_t si;
+        sig = sigtimedwait(&stop_signals, &si, &t);
+        if (sig > 0) {
+            break;
+        }
+        srv_log_stats(s);
     }
-    if (rc) {
-        fprintf(stderr, "annalsd: self-check failed: %s: %s\n", an_strerror(rc), detail);
-        log_close(env);
-        return 1;
-    }
-    printf("annalsd %s: log %s: head=%llu streams=%llu used=%llu bytes map=%llu bytes: "
-           "self-check passed\n",
-           ANNALSD_VERSION, logdir, (unsigned long long)st.head, (unsigned long long)st.streams,
-           (unsigned long long)st.used_bytes, (unsigned long long)st.map_bytes);
-    printf("annalsd: the gRPC service on %s is not built yet (issue: annalsd server)\n",
-           o.listen);
-    log_close(env);
+    pthread_t t2;
+    pthread_create(&t2, NULL, second_signal, NULL);
+    pthread_detach(t2);
+    say_info("main", "msg=\"stopping\" signal=%d", sig);
+    srv_shutdown(s, 3000);
+    srv_free(s);
+    say_info("main", "msg=\"stopped\"");
     return 0;
 }

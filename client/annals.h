@@ -1,0 +1,245 @@
+/*
+ * annals.h - libannals, the C client of an Annals server (annalsd), on
+ * gRPC core's C API.
+ *
+ * The tests, the benchmarks and the `annals` CLI talk to annalsd only
+ * through this header. Every call is blocking, takes the client's default
+ * deadline unless told otherwise, and returns 0 or a negative AN_E* code
+ * (an_err.h). A failed call fills the optional `struct an_error` with what
+ * the server said: the gRPC status, its detail text, and for a failed
+ * expectation (AN_ECONFLICT) the stream and its actual version, as data.
+ *
+ * Threads: an an_client may be used by any number of threads at once. An
+ * an_iter or an an_appender belongs to one thread at a time.
+ *
+ * Ownership: everything passed in is borrowed for the duration of the call
+ * (for an_appender_submit: until the call returns; the request is packed
+ * before). Everything handed out is owned by the object that handed it out,
+ * and its lifetime is stated at each function.
+ */
+#ifndef ANNALS_H
+#define ANNALS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "an_err.h"
+#include "annals/v1/event.pb-c.h"
+
+typedef struct an_client an_client;
+typedef struct an_iter an_iter;
+typedef struct an_appender an_appender;
+
+/* ---- errors ---- */
+
+#define AN_DETAIL_MAX 512u
+
+struct an_error {
+    int code;                   /* the AN_E* code the call returned */
+    int grpc_status;            /* the server's status (0 when none arrived) */
+    char detail[AN_DETAIL_MAX]; /* the server's detail text, or the client's */
+    char stream[256];           /* AN_ECONFLICT: the stream, decoded */
+    int64_t actual_version;     /* AN_ECONFLICT: its last version, -1: none */
+};
+
+/*
+ * an_code_from_status - the AN_E* code for a gRPC status code, as the
+ * server maps them (an_err.h): ABORTED -> AN_ECONFLICT, ALREADY_EXISTS ->
+ * AN_EEXIST, FAILED_PRECONDITION -> AN_ETOMBSTONED, NOT_FOUND ->
+ * AN_ENOTFOUND, INVALID_ARGUMENT -> AN_EINVAL, RESOURCE_EXHAUSTED ->
+ * AN_ETOOBIG, UNAVAILABLE -> AN_EUNAVAIL, DEADLINE_EXCEEDED -> AN_EDEADLINE,
+ * CANCELLED -> AN_ECANCELLED, UNIMPLEMENTED -> AN_EUNIMPL, DATA_LOSS ->
+ * AN_ECORRUPT, anything else -> AN_EINTERNAL. 0 for OK.
+ */
+int an_code_from_status(int grpc_status);
+
+/* ---- connecting ---- */
+
+struct an_client_opts {
+    int64_t timeout_ms;         /* default deadline per call; 0: 10 000 */
+};
+
+/*
+ * an_connect - a client for `target` ("host:port"), plaintext. Connects
+ * lazily: an unreachable server shows as AN_EUNAVAIL on the first call.
+ * opts may be NULL. Returns 0, AN_EINVAL, AN_ENOMEM. *out on success only.
+ */
+int an_connect(const char *target, const struct an_client_opts *opts, an_client **out);
+
+/* an_close - closes the client; every iterator and appender first. NULL ok. */
+void an_close(an_client *c);
+
+/* ---- appending ---- */
+
+enum an_expect {
+    AN_EXPECT_ANY = 0,
+    AN_EXPECT_NO_STREAM = 1,
+    AN_EXPECT_STREAM_EXISTS = 2,
+    AN_EXPECT_VERSION = 3,
+};
+
+struct an_event {
+    const uint8_t *id;          /* 16 bytes, or NULL: the server makes one */
+    const char *type;
+    const void *data;
+    size_t data_len;
+    const void *metadata;
+    size_t metadata_len;
+    const char *content_type;   /* NULL: application/octet-stream */
+    uint32_t schema_version;
+};
+
+struct an_stream_append {
+    const char *stream;
+    enum an_expect expect;
+    uint64_t expected_version;
+    const struct an_event *events;
+    size_t n_events;
+};
+
+#define AN_APPEND_MAX_STREAMS 64u /* results reported per append */
+
+struct an_append_result {
+    uint64_t first_position;
+    uint64_t last_position;
+    int64_t recorded_at_ns;
+    size_t n_streams;           /* min(streams in the request, AN_APPEND_MAX_STREAMS) */
+    struct {
+        uint64_t first_version;
+        uint64_t last_version;
+    } streams[AN_APPEND_MAX_STREAMS];
+};
+
+/*
+ * an_append - Commands.Append: all or nothing across the given streams.
+ * res and err may be NULL. Returns 0, or the code of the server's status
+ * (AN_ECONFLICT with err->stream / err->actual_version, AN_EEXIST,
+ * AN_ETOMBSTONED, AN_EINVAL, AN_ETOOBIG, AN_EUNAVAIL, AN_EDEADLINE, ...).
+ */
+int an_append(an_client *c, const struct an_stream_append *streams, size_t n_streams,
+              struct an_append_result *res, struct an_error *err);
+
+/*
+ * an_delete_stream - Commands.DeleteStream. *position (optional) gets the
+ * deletion's global position.
+ */
+int an_delete_stream(an_client *c, const char *stream, enum an_expect expect,
+                     uint64_t expected_version, bool tombstone, uint64_t *position,
+                     struct an_error *err);
+
+/* ---- the pipelined appender (Commands.AppendStream) ---- */
+
+/*
+ * Called once per submitted append, on the appender's own thread, with the
+ * submit's correlation id and the outcome: rc 0 and res, or rc < 0 and err
+ * (the AppendError the server sent, or the call's failure). Both pointers
+ * are valid only during the callback.
+ */
+typedef void (*an_append_cb)(void *arg, uint64_t correlation_id, int rc,
+                             const struct an_append_result *res, const struct an_error *err);
+
+/*
+ * an_appender_open - opens one AppendStream call that keeps up to
+ * max_in_flight appends in progress (0: 64). Returns 0, AN_EUNAVAIL,
+ * AN_ENOMEM.
+ */
+int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void *arg,
+                     an_appender **out);
+
+/*
+ * an_appender_submit - sends one append; blocks while max_in_flight are in
+ * progress. *correlation_id (optional) gets its id (1, 2, ...). Returns 0,
+ * or AN_EUNAVAIL / AN_ECANCELLED once the call has failed (then the
+ * callback has run, or will run, with that code for every append left
+ * without a result).
+ */
+int an_appender_submit(an_appender *a, const struct an_stream_append *streams, size_t n_streams,
+                       uint64_t *correlation_id);
+
+/*
+ * an_appender_close - half-closes the call, waits until every submitted
+ * append has had its callback, frees the appender. Returns 0 when the call
+ * ended OK, else its code. NULL ok.
+ */
+int an_appender_close(an_appender *a);
+
+/* ---- reading ---- */
+
+/* An as-of point: neither set means the present. */
+struct an_as_of {
+    bool has_position;
+    uint64_t position;
+    bool has_time;
+    int64_t unix_nanos;
+};
+
+struct an_read_stream_opts {
+    const char *stream;
+    uint64_t from_version;
+    bool backwards;
+    bool from_end;
+    uint32_t max_count;         /* 0: no limit */
+    struct an_as_of as_of;
+};
+
+struct an_read_all_opts {
+    uint64_t from_position;
+    bool backwards;
+    bool from_end;
+    uint32_t max_count;
+    const char *const *stream_prefixes;
+    size_t n_stream_prefixes;
+    const char *const *event_types;
+    size_t n_event_types;
+    struct an_as_of as_of;
+};
+
+/*
+ * an_read_stream / an_read_all - start Queries.ReadStream / ReadAll and
+ * return an iterator over the events. The call's errors (e.g. NOT_FOUND)
+ * arrive through an_iter_next. Returns 0, AN_ENOMEM, AN_EINVAL.
+ */
+int an_read_stream(an_client *c, const struct an_read_stream_opts *o, an_iter **out);
+int an_read_all(an_client *c, const struct an_read_all_opts *o, an_iter **out);
+
+/*
+ * an_iter_next - the next event: returns 1 and *ev (owned by the iterator,
+ * valid until the next an_iter_next or an_iter_free), 0 at the end of the
+ * read (status OK), or a negative code with err filled (optional).
+ */
+int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err);
+
+/* an_iter_free - cancels the call if it is still running. NULL ok. */
+void an_iter_free(an_iter *it);
+
+struct an_stream_info {
+    uint64_t last_version;
+    uint64_t event_count;
+    uint64_t first_position;
+    uint64_t last_position;
+    int64_t created_unix_nanos;
+    int64_t updated_unix_nanos;
+    bool deleted;
+    bool tombstoned;
+};
+
+/* an_get_stream - Queries.GetStream. Returns 0, AN_ENOTFOUND, ... */
+int an_get_stream(an_client *c, const char *stream, const struct an_as_of *as_of,
+                  struct an_stream_info *out, struct an_error *err);
+
+/*
+ * an_health - grpc.health.v1.Health/Check for the whole server: *serving
+ * gets true for SERVING. Returns 0 or the call's code.
+ */
+int an_health(an_client *c, bool *serving, struct an_error *err);
+
+/*
+ * an_call_raw - a unary call with a raw request payload, for tests that
+ * send malformed bytes: method like "/annals.v1.Commands/Append". The reply
+ * payload is dropped. Returns the code of the status.
+ */
+int an_call_raw(an_client *c, const char *method, const void *payload, size_t len,
+                struct an_error *err);
+
+#endif /* ANNALS_H */

@@ -1,0 +1,57 @@
+/*
+ * srv.h - the Annals server: gRPC core glue, the writer, the services.
+ *
+ * annalsd.c parses flags and signals and drives the server through this
+ * header; everything else in server/ (but server/log/) is internal
+ * (srv_int.h).
+ */
+#ifndef SRV_H
+#define SRV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "an_err.h"
+
+typedef struct srv srv;
+
+struct srv_cfg {
+    const char *data_dir;       /* the log lives in DATA/log */
+    const char *listen;         /* "host:port"; port 0: any free port */
+    uint64_t max_size_bytes;    /* cap on the log's size; 0: none */
+    uint32_t max_event_bytes;   /* 0: the log's default */
+    uint32_t max_request_bytes; /* 0: the log's default */
+    unsigned threads;           /* completion-queue threads; 0: the cores */
+    unsigned max_batch;         /* appends per group commit; 0: 1024 */
+    unsigned stream_window;     /* AppendStream requests in progress per call; 0: 256 */
+};
+
+/*
+ * srv_start - opens the log, starts the writer, the completion-queue
+ * threads and the gRPC server. Returns 0, or a code with detail filled
+ * (LOG_DETAIL_MAX bytes): AN_EINVAL (bad address or config), AN_EIO,
+ * AN_ECORRUPT, AN_ENOMEM. Main thread.
+ */
+int srv_start(const struct srv_cfg *cfg, srv **out, char *detail);
+
+/* srv_config - the effective configuration (defaults filled in). */
+const struct srv_cfg *srv_config(const srv *s);
+
+/* srv_port - the port the server listens on (useful with port 0). */
+int srv_port(const srv *s);
+
+/*
+ * srv_shutdown - health turns NOT_SERVING, no new calls are taken, appends
+ * already in the writer's hands are committed and answered, queued ones
+ * get UNAVAILABLE; calls still open after grace_ms are cancelled
+ * (UNAVAILABLE). Then the threads stop and the log closes. Main thread.
+ */
+void srv_shutdown(srv *s, int grace_ms);
+
+/* srv_free - frees a server after srv_shutdown. NULL ok. */
+void srv_free(srv *s);
+
+/* srv_stats_line - logs one stats line (appends/s, batch size, ...). */
+void srv_log_stats(srv *s);
+
+#endif /* SRV_H */

@@ -1,0 +1,629 @@
+/*
+ * srv_calls.c - the services: what each method does with its messages.
+ *
+ * Commands.Append and DeleteStream are decoded and validated on the CQ
+ * thread, then queued to the writer, which answers them (srv_writer.c).
+ * Commands.AppendStream does the same per message, keeping at most
+ * stream_window requests of the call in progress (in the writer or
+ * waiting to be sent back) and reading no further message until it has
+ * room. Queries.ReadStream and ReadAll send batches of about 64 KiB made
+ * of the stored wire bytes, one message in flight at a time: each send
+ * completion reads the next batch in a fresh read snapshot bounded by the
+ * position fixed when the call started. GetStream and Health/Check answer
+ * at once.
+ */
+#include "srv_int.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/alloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+
+#define READ_BATCH_BYTES (64u << 10)
+
+/* ---- decoding ---- */
+
+/* Unpacks the received message with desc; NULL if malformed. */
+static ProtobufCMessage *unpack(struct srv_call *c, const ProtobufCMessageDescriptor *desc)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, c->recv)) {
+        return NULL;
+    }
+    grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+    grpc_slice_unref(sl);
+    return m;
+}
+
+static struct srv_wreq *wreq_new(struct srv_call *c, size_t n_streams)
+{
+    struct srv_wreq *w = calloc(1, sizeof(*w) + n_streams * sizeof(w->results[0]));
+    if (!w) {
+        return NULL;
+    }
+    srv_call_ref(c);
+    w->call = c;
+    w->op.streams = w->results;
+    w->op.validated = true;
+    return w;
+}
+
+/* ---- Append / DeleteStream ---- */
+
+static void on_append(struct srv_call *c)
+{
+    char detail[LOG_DETAIL_MAX] = "";
+    Annals__V1__AppendRequest *req = (Annals__V1__AppendRequest *)c->req;
+    int rc = log_validate_append(c->srv->log, req, false, detail);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
+        return;
+    }
+    struct srv_wreq *w = wreq_new(c, req->n_streams);
+    if (!w) {
+        srv_reply_code(c, AN_ENOMEM, "out of memory queueing the append");
+        return;
+    }
+    w->op.kind = LOG_OP_APPEND;
+    w->op.append = req;
+    if ((rc = srv_writer_submit(c->srv, w))) {
+        srv_wreq_free(w);
+        srv_reply_code(c, rc, "the server is shutting down; nothing was written");
+    }
+}
+
+static void on_delete(struct srv_call *c)
+{
+    char detail[LOG_DETAIL_MAX] = "";
+    Annals__V1__DeleteStreamRequest *req = (Annals__V1__DeleteStreamRequest *)c->req;
+    int rc = log_validate_delete(c->srv->log, req, detail);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
+        return;
+    }
+    struct srv_wreq *w = wreq_new(c, 0);
+    if (!w) {
+        srv_reply_code(c, AN_ENOMEM, "out of memory queueing the deletion");
+        return;
+    }
+    w->op.kind = LOG_OP_DELETE;
+    w->op.del = req;
+    if ((rc = srv_writer_submit(c->srv, w))) {
+        srv_wreq_free(w);
+        srv_reply_code(c, rc, "the server is shutting down; nothing was written");
+    }
+}
+
+/* ---- AppendStream ---- */
+
+/* With c->mu held: start what can be started. */
+static void astream_pump(struct srv_call *c)
+{
+    struct srv_astream *as = &c->as;
+    if (as->finished) {
+        return;
+    }
+    if (!as->sending && as->out_head) {
+        struct srv_out *o = as->out_head;
+        as->out_head = o->next;
+        if (!as->out_head) {
+            as->out_tail = NULL;
+        }
+        as->sending = true;
+        if (srv_send(c, o->bb)) {
+            as->sending = false;
+        }
+        free(o);
+        as->in_progress--;
+    }
+    if (!as->reading && !as->half_closed && as->in_progress < c->srv->cfg.stream_window) {
+        as->reading = srv_recv(c) == 0;
+    }
+    if (as->half_closed && !as->sending && !as->out_head && as->in_progress == 0 &&
+        !as->reading) {
+        as->finished = true;
+        srv_reply(c, NULL, GRPC_STATUS_OK, NULL, NULL, 0);
+    }
+}
+
+/* With c->mu held: queue one AppendResult for sending. */
+static void astream_push(struct srv_call *c, Annals__V1__AppendResult *res)
+{
+    struct srv_out *o = malloc(sizeof(*o));
+    if (!o) {
+        c->as.in_progress--;
+        return;
+    }
+    o->bb = srv_pack(&res->base);
+    o->next = NULL;
+    if (c->as.out_tail) {
+        c->as.out_tail->next = o;
+    } else {
+        c->as.out_head = o;
+    }
+    c->as.out_tail = o;
+}
+
+static void astream_error(struct srv_call *c, uint64_t corr, int code, const char *detail,
+                          const char *stream, int64_t actual)
+{
+    Annals__V1__AppendResult res = ANNALS__V1__APPEND_RESULT__INIT;
+    Annals__V1__AppendError err = ANNALS__V1__APPEND_ERROR__INIT;
+    res.correlation_id = corr;
+    res.outcome_case = ANNALS__V1__APPEND_RESULT__OUTCOME_ERROR;
+    res.error = &err;
+    err.code = (int32_t)srv_status_of(code);
+    err.message = (char *)(detail && detail[0] ? detail : an_strerror(code));
+    err.stream = (char *)(stream ? stream : "");
+    err.actual_version = actual;
+    astream_push(c, &res);
+}
+
+void srv_astream_result(struct srv_call *c, struct srv_wreq *w)
+{
+    const struct log_op *op = &w->op;
+    pthread_mutex_lock(&c->mu);
+    if (c->as.finished) {
+        c->as.in_progress--;
+    } else if (op->rc) {
+        const char *stream =
+            op->rc == AN_ECONFLICT ? op->append->streams[op->conflict_stream]->stream : NULL;
+        astream_error(c, w->correlation_id, op->rc, op->detail, stream,
+                      op->rc == AN_ECONFLICT ? op->actual_version : 0);
+    } else {
+        size_t n = op->append->n_streams;
+        Annals__V1__AppendResult res = ANNALS__V1__APPEND_RESULT__INIT;
+        Annals__V1__AppendResponse ok;
+        Annals__V1__StreamResult *sr = malloc(n * (sizeof(*sr) + sizeof(sr)));
+        if (sr) {
+            srv_append_response(op, n, &ok, sr, (Annals__V1__StreamResult **)(sr + n));
+            res.correlation_id = w->correlation_id;
+            res.outcome_case = ANNALS__V1__APPEND_RESULT__OUTCOME_OK;
+            res.ok = &ok;
+            astream_push(c, &res);
+            free(sr);
+        } else {
+            astream_error(c, w->correlation_id, AN_ENOMEM, "out of memory", NULL, 0);
+        }
+    }
+    astream_pump(c);
+    pthread_mutex_unlock(&c->mu);
+    srv_wreq_free(w);
+}
+
+static void astream_on_read(struct srv_call *c, bool ok)
+{
+    pthread_mutex_lock(&c->mu);
+    c->as.reading = false;
+    if (!ok || !c->recv) {
+        c->as.half_closed = true;
+        astream_pump(c);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    Annals__V1__AppendStreamRequest *req = (Annals__V1__AppendStreamRequest *)unpack(
+        c, &annals__v1__append_stream_request__descriptor);
+    if (!req) {
+        c->as.finished = true;
+        c->as.half_closed = true;
+        srv_reply_code(c, AN_EINVAL, "malformed AppendStreamRequest");
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    char detail[LOG_DETAIL_MAX] = "";
+    c->as.in_progress++;
+    int rc = log_validate_append(c->srv->log, req->append, false, detail);
+    struct srv_wreq *w = NULL;
+    if (!rc) {
+        w = wreq_new(c, req->append->n_streams);
+        rc = w ? 0 : AN_ENOMEM;
+    }
+    if (!rc) {
+        w->op.kind = LOG_OP_APPEND;
+        w->op.append = req->append;
+        w->correlation_id = req->correlation_id;
+        w->stream_req = req;
+        rc = srv_writer_submit(c->srv, w);
+        if (rc) {
+            w->stream_req = NULL;
+            srv_wreq_free(w);
+            snprintf(detail, sizeof(detail), "the server is shutting down; nothing was written");
+        }
+    }
+    if (rc) {
+        astream_error(c, req->correlation_id, rc, detail, NULL, 0);
+        annals__v1__append_stream_request__free_unpacked(req, NULL);
+    }
+    astream_pump(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void astream_on_write(struct srv_call *c, bool ok)
+{
+    pthread_mutex_lock(&c->mu);
+    c->as.sending = false;
+    if (!ok) {
+        /* the client is gone: CLOSE ends the call; stop sending */
+        c->as.finished = true;
+        if (!c->as.reading && !c->as.half_closed) {
+            c->as.half_closed = true;
+        }
+        srv_reply(c, NULL, GRPC_STATUS_CANCELLED, "the client went away", NULL, 0);
+    } else {
+        astream_pump(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- reads ---- */
+
+struct batch {
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+    uint64_t n;
+    uint64_t want;
+};
+
+static bool batch_add(void *arg, const struct log_event *ev)
+{
+    struct batch *b = arg;
+    size_t need = b->len + ev->packed_len + 11;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : READ_BATCH_BYTES + 1024;
+        while (cap < need) {
+            cap *= 2;
+        }
+        uint8_t *p = realloc(b->buf, cap);
+        if (!p) {
+            return false;
+        }
+        b->buf = p;
+        b->cap = cap;
+    }
+    /* ReadResponse.events (field 1, length-delimited): the stored bytes */
+    b->buf[b->len++] = 0x0a;
+    uint64_t l = ev->packed_len;
+    while (l >= 0x80) {
+        b->buf[b->len++] = (uint8_t)(l | 0x80);
+        l >>= 7;
+    }
+    b->buf[b->len++] = (uint8_t)l;
+    memcpy(b->buf + b->len, ev->packed, ev->packed_len);
+    b->len += ev->packed_len;
+    b->n++;
+    return b->len < READ_BATCH_BYTES && b->n < b->want;
+}
+
+/* Reads the next batch of a ReadStream/ReadAll and sends it, or ends the
+ * call. Runs on the call's CQ thread (its reader). */
+static void read_next(struct srv_call *c)
+{
+    struct srv_rstream *rs = &c->rs;
+    log_reader *rd = c->q->rd;
+    struct batch b;
+    int rc = 0;
+again:
+    b = (struct batch){.want = rs->left};
+    if (rs->done || rs->left == 0 || atomic_load(&c->closed)) {
+        srv_reply(c, NULL, GRPC_STATUS_OK, NULL, NULL, 0);
+        return;
+    }
+    if ((rc = log_reader_begin(rd))) {
+        srv_reply_code(c, rc, "cannot open a read snapshot");
+        return;
+    }
+    if (rs->all) {
+        struct log_all_read q = {
+            .from_position = rs->next,
+            .backwards = rs->backwards,
+            .max_count = rs->left == UINT64_MAX ? 0 : rs->left,
+            .max_scan = 1u << 16,
+            .filter = &rs->filter,
+            .as_of = rs->as_of,
+        };
+        rc = log_read_all(rd, &q, batch_add, &b, &rs->next, &rs->done);
+        if (!rc && rs->backwards && rs->next == 0) {
+            rs->done = true;
+        }
+    } else {
+        struct log_stream_read q = {
+            .stream = rs->stream,
+            .from_version = rs->next,
+            .backwards = rs->backwards,
+            .max_count = rs->left == UINT64_MAX ? 0 : rs->left,
+            .as_of = rs->as_of,
+        };
+        rc = log_read_stream(rd, &q, batch_add, &b, &rs->next, &rs->done);
+    }
+    char detail[LOG_DETAIL_MAX];
+    snprintf(detail, sizeof(detail), "%s", log_reader_detail(rd));
+    log_reader_end(rd);
+    if (rc) {
+        free(b.buf);
+        srv_reply_code(c, rc, detail);
+        return;
+    }
+    if (rs->left != UINT64_MAX) {
+        rs->left -= b.n;
+    }
+    if (b.n == 0) {
+        free(b.buf);
+        if (rs->done || rs->left == 0) {
+            srv_reply(c, NULL, GRPC_STATUS_OK, NULL, NULL, 0);
+            return;
+        }
+        goto again; /* a filter skipped a whole scan window */
+    }
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)b.buf, b.len);
+    free(b.buf);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    if (srv_send(c, bb)) {
+        srv_reply_code(c, AN_EINTERNAL, "send failed");
+    }
+}
+
+static void start_read(struct srv_call *c)
+{
+    struct srv_rstream *rs = &c->rs;
+    log_reader *rd = c->q->rd;
+    const Annals__V1__AsOf *as_of;
+    int rc;
+    if (c->method == SRV_M_READ_ALL) {
+        Annals__V1__ReadAllRequest *r = (Annals__V1__ReadAllRequest *)c->req;
+        rs->all = true;
+        rs->backwards = r->direction == ANNALS__V1__DIRECTION__BACKWARDS;
+        rs->left = r->max_count ? r->max_count : UINT64_MAX;
+        as_of = r->as_of;
+        if (r->filter) {
+            rs->filter.stream_prefixes = (const char *const *)r->filter->stream_prefixes;
+            rs->filter.n_stream_prefixes = r->filter->n_stream_prefixes;
+            rs->filter.event_types = (const char *const *)r->filter->event_types;
+            rs->filter.n_event_types = r->filter->n_event_types;
+        }
+    } else {
+        Annals__V1__ReadStreamRequest *r = (Annals__V1__ReadStreamRequest *)c->req;
+        rs->backwards = r->direction == ANNALS__V1__DIRECTION__BACKWARDS;
+        rs->left = r->max_count ? r->max_count : UINT64_MAX;
+        as_of = r->as_of;
+        rs->stream = strdup(r->stream ? r->stream : "");
+        if (!rs->stream) {
+            srv_reply_code(c, AN_ENOMEM, NULL);
+            return;
+        }
+    }
+    if ((rc = log_reader_begin(rd))) {
+        srv_reply_code(c, rc, "cannot open a read snapshot");
+        return;
+    }
+    rc = log_resolve_as_of(rd, as_of, &rs->as_of);
+    struct log_stream_info info;
+    if (!rc && !rs->all) {
+        Annals__V1__ReadStreamRequest *r = (Annals__V1__ReadStreamRequest *)c->req;
+        rc = log_get_stream(rd, rs->stream, rs->as_of, &info);
+        if (!rc && info.event_count == 0) {
+            rc = AN_ENOTFOUND;
+            snprintf(rd->detail, sizeof(rd->detail), "stream '%.200s' has no visible events%s",
+                     rs->stream, info.deleted ? " (deleted)" : "");
+        }
+        if (!rc) {
+            uint64_t first = (uint64_t)info.last_version + 1 - info.event_count;
+            if (r->from_end) {
+                rs->next = (uint64_t)info.last_version;
+            } else if (rs->backwards) {
+                rs->next = r->from_version < (uint64_t)info.last_version
+                               ? r->from_version
+                               : (uint64_t)info.last_version;
+                rs->done = r->from_version < first;
+            } else {
+                rs->next = r->from_version;
+            }
+        }
+    } else if (!rc) {
+        Annals__V1__ReadAllRequest *r = (Annals__V1__ReadAllRequest *)c->req;
+        uint64_t head = rs->as_of;
+        if (r->from_end || (rs->backwards && r->from_position == 0)) {
+            rs->next = head;
+        } else if (rs->backwards) {
+            rs->next = r->from_position < head ? r->from_position : head;
+        } else {
+            rs->next = r->from_position ? r->from_position : 1;
+        }
+        rs->done = head == 0 || (!rs->backwards && rs->next > head) || rs->next == 0;
+    }
+    char detail[LOG_DETAIL_MAX];
+    snprintf(detail, sizeof(detail), "%s", log_reader_detail(rd));
+    log_reader_end(rd);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
+        return;
+    }
+    read_next(c);
+}
+
+/* ---- GetStream, Health ---- */
+
+static void on_get_stream(struct srv_call *c)
+{
+    Annals__V1__GetStreamRequest *r = (Annals__V1__GetStreamRequest *)c->req;
+    log_reader *rd = c->q->rd;
+    struct log_stream_info info;
+    uint64_t as_of;
+    int rc = log_reader_begin(rd);
+    if (rc) {
+        srv_reply_code(c, rc, "cannot open a read snapshot");
+        return;
+    }
+    rc = log_resolve_as_of(rd, r->as_of, &as_of);
+    if (!rc) {
+        rc = log_get_stream(rd, r->stream, as_of, &info);
+    }
+    char detail[LOG_DETAIL_MAX];
+    snprintf(detail, sizeof(detail), "%s", log_reader_detail(rd));
+    log_reader_end(rd);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
+        return;
+    }
+    Annals__V1__StreamInfo si = ANNALS__V1__STREAM_INFO__INIT;
+    si.stream = r->stream;
+    si.last_version = info.last_version < 0 ? 0 : (uint64_t)info.last_version;
+    si.event_count = info.event_count;
+    si.first_position = info.first_position;
+    si.last_position = info.last_position;
+    si.created_unix_nanos = info.created_ns;
+    si.updated_unix_nanos = info.updated_ns;
+    si.deleted = info.deleted;
+    si.tombstoned = info.tombstoned;
+    srv_reply(c, srv_pack(&si.base), GRPC_STATUS_OK, NULL, NULL, 0);
+}
+
+static void on_health(struct srv_call *c)
+{
+    Grpc__Health__V1__HealthCheckRequest *r = (Grpc__Health__V1__HealthCheckRequest *)c->req;
+    if (r->service && r->service[0] && strcmp(r->service, "annals.v1.Commands") != 0 &&
+        strcmp(r->service, "annals.v1.Queries") != 0) {
+        srv_reply(c, NULL, GRPC_STATUS_NOT_FOUND, "unknown service", NULL, 0);
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse res = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    res.status = atomic_load(&c->srv->shutting_down)
+                     ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                     : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    srv_reply(c, srv_pack(&res.base), GRPC_STATUS_OK, NULL, NULL, 0);
+}
+
+/* ---- dispatch ---- */
+
+static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
+{
+    switch (m) {
+    case SRV_M_APPEND:
+        return &annals__v1__append_request__descriptor;
+    case SRV_M_DELETE_STREAM:
+        return &annals__v1__delete_stream_request__descriptor;
+    case SRV_M_READ_STREAM:
+        return &annals__v1__read_stream_request__descriptor;
+    case SRV_M_READ_ALL:
+        return &annals__v1__read_all_request__descriptor;
+    case SRV_M_GET_STREAM:
+        return &annals__v1__get_stream_request__descriptor;
+    case SRV_M_HEALTH_CHECK:
+        return &grpc__health__v1__health_check_request__descriptor;
+    case SRV_M_APPEND_STREAM:
+    case SRV_M_UNKNOWN:
+    case SRV_M_SUBSCRIBE:
+    case SRV_M_GET_VIEW:
+    case SRV_M_SCAN_VIEW:
+        break;
+    }
+    return NULL;
+}
+
+void srv_on_new(struct srv_call *c)
+{
+    switch (c->method) {
+    case SRV_M_UNKNOWN:
+    case SRV_M_SUBSCRIBE:
+    case SRV_M_GET_VIEW:
+    case SRV_M_SCAN_VIEW: {
+        char detail[300];
+        char *m = grpc_slice_to_c_string(c->details.method);
+        snprintf(detail, sizeof(detail), "method %.200s is not implemented", m);
+        gpr_free(m);
+        srv_reply(c, NULL, GRPC_STATUS_UNIMPLEMENTED, detail, NULL, 0);
+        return;
+    }
+    case SRV_M_APPEND_STREAM:
+        pthread_mutex_lock(&c->mu);
+        c->as.reading = srv_recv(c) == 0;
+        if (!c->as.reading) {
+            c->as.finished = true;
+            srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
+        }
+        pthread_mutex_unlock(&c->mu);
+        return;
+    case SRV_M_APPEND:
+    case SRV_M_DELETE_STREAM:
+    case SRV_M_READ_STREAM:
+    case SRV_M_READ_ALL:
+    case SRV_M_GET_STREAM:
+    case SRV_M_HEALTH_CHECK:
+        if (srv_recv(c)) {
+            srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
+        }
+        return;
+    }
+}
+
+void srv_on_read(struct srv_call *c, bool ok)
+{
+    if (c->method == SRV_M_APPEND_STREAM) {
+        astream_on_read(c, ok);
+        return;
+    }
+    if (!ok || !c->recv) {
+        srv_reply_code(c, AN_EINVAL, "the call carried no request message");
+        return;
+    }
+    const ProtobufCMessageDescriptor *desc = request_desc(c->method);
+    c->req = desc ? unpack(c, desc) : NULL;
+    grpc_byte_buffer_destroy(c->recv);
+    c->recv = NULL;
+    if (!c->req) {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "malformed %s", desc ? desc->short_name : "request");
+        srv_reply_code(c, AN_EINVAL, detail);
+        return;
+    }
+    if (atomic_load(&c->srv->shutting_down) && c->method != SRV_M_HEALTH_CHECK) {
+        srv_reply_code(c, AN_EUNAVAIL, "the server is shutting down");
+        return;
+    }
+    switch (c->method) {
+    case SRV_M_APPEND:
+        on_append(c);
+        return;
+    case SRV_M_DELETE_STREAM:
+        on_delete(c);
+        return;
+    case SRV_M_READ_STREAM:
+    case SRV_M_READ_ALL:
+        start_read(c);
+        return;
+    case SRV_M_GET_STREAM:
+        on_get_stream(c);
+        return;
+    case SRV_M_HEALTH_CHECK:
+        on_health(c);
+        return;
+    case SRV_M_APPEND_STREAM:
+    case SRV_M_UNKNOWN:
+    case SRV_M_SUBSCRIBE:
+    case SRV_M_GET_VIEW:
+    case SRV_M_SCAN_VIEW:
+        break;
+    }
+    srv_reply_code(c, AN_EUNIMPL, NULL);
+}
+
+void srv_on_write(struct srv_call *c, bool ok)
+{
+    if (c->method == SRV_M_APPEND_STREAM) {
+        astream_on_write(c, ok);
+        return;
+    }
+    if (!ok || atomic_load(&c->closed)) {
+        /* the client went away: end the chain */
+        srv_reply(c, NULL, GRPC_STATUS_CANCELLED, "the client went away", NULL, 0);
+        return;
+    }
+    read_next(c);
+}

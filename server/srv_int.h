@@ -1,0 +1,223 @@
+/*
+ * srv_int.h - what the files of server/ share: the server, its calls, the
+ * writer's queue. No other module includes it.
+ *
+ * A call belongs to the completion-queue thread whose queue its
+ * grpc_server_request_call was posted on: every completion of the call
+ * comes back there. The writer thread also starts batches on calls (the
+ * replies of appends), which gRPC allows from any thread; state the two
+ * share is under the call's mutex.
+ */
+#ifndef SRV_INT_H
+#define SRV_INT_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "annals/v1/commands.pb-c.h"
+#include "annals/v1/queries.pb-c.h"
+#include "log.h"
+#include "say.h"
+#include "srv.h"
+
+struct srv_call;
+struct srv_cq;
+
+/* ---- methods ---- */
+
+enum srv_method {
+    SRV_M_UNKNOWN = 0,
+    SRV_M_APPEND,
+    SRV_M_APPEND_STREAM,
+    SRV_M_DELETE_STREAM,
+    SRV_M_READ_STREAM,
+    SRV_M_READ_ALL,
+    SRV_M_GET_STREAM,
+    SRV_M_SUBSCRIBE,
+    SRV_M_GET_VIEW,
+    SRV_M_SCAN_VIEW,
+    SRV_M_HEALTH_CHECK,
+};
+
+/* ---- tags: what a completion is about ---- */
+
+enum srv_tag_kind {
+    SRV_TAG_NEW = 0,    /* a call arrived (grpc_server_request_call) */
+    SRV_TAG_READ,       /* a RECV_MESSAGE completed */
+    SRV_TAG_WRITE,      /* a SEND_MESSAGE completed */
+    SRV_TAG_FINAL,      /* the final status batch completed */
+    SRV_TAG_CLOSE,      /* RECV_CLOSE_ON_SERVER completed: the call is over */
+    SRV_TAG_SHUTDOWN,   /* the server's shutdown notification */
+};
+
+struct srv_tag {
+    struct srv_call *call;
+    enum srv_tag_kind kind;
+};
+
+/* ---- the writer's work items ---- */
+
+struct srv_wreq {
+    struct srv_wreq *next;
+    struct log_op op;
+    struct srv_call *call;      /* holds a reference */
+    uint64_t correlation_id;    /* AppendStream: the request's id */
+    Annals__V1__AppendStreamRequest *stream_req; /* AppendStream: owned */
+    struct log_stream_result results[]; /* one per StreamAppend */
+};
+
+/* ---- AppendStream state (under call->mu) ---- */
+
+struct srv_out {
+    struct srv_out *next;
+    grpc_byte_buffer *bb;
+};
+
+struct srv_astream {
+    unsigned in_progress;       /* requests handed to the writer, unanswered */
+    bool reading;               /* a RECV_MESSAGE is in flight */
+    bool half_closed;           /* the client closed its side */
+    bool sending;               /* a SEND_MESSAGE is in flight */
+    bool finished;              /* the final status was started */
+    struct srv_out *out_head;   /* results waiting to be sent */
+    struct srv_out *out_tail;
+};
+
+/* ---- streaming reads (owned by the call's CQ thread) ---- */
+
+struct srv_rstream {
+    bool all;                   /* ReadAll, else ReadStream */
+    uint64_t as_of;             /* position bound, fixed at the start */
+    uint64_t next;              /* next version / position */
+    uint64_t left;              /* events still wanted; UINT64_MAX: no limit */
+    bool backwards;
+    bool done;
+    char *stream;               /* ReadStream: owned */
+    struct log_filter filter;   /* ReadAll: points into the request */
+};
+
+/* ---- a call ---- */
+
+struct srv_call {
+    struct srv *srv;
+    struct srv_cq *q;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    grpc_byte_buffer *recv;
+    int cancelled;              /* written by RECV_CLOSE_ON_SERVER */
+    atomic_bool closed;         /* CLOSE has fired */
+    atomic_int refs;
+    enum srv_method method;
+    gpr_timespec deadline;      /* monotonic; gpr_inf_future when none */
+    struct srv_tag t_new;
+    struct srv_tag t_read;
+    struct srv_tag t_write;
+    struct srv_tag t_final;
+    struct srv_tag t_close;
+    bool initial_sent;          /* initial metadata went out */
+    pthread_mutex_t mu;         /* guards astream and writes started by others */
+    ProtobufCMessage *req;      /* the unpacked request (unary, reads) */
+    struct srv_astream as;
+    struct srv_rstream rs;
+};
+
+/* ---- a completion-queue thread ---- */
+
+struct srv_cq {
+    struct srv *srv;
+    grpc_completion_queue *cq;
+    pthread_t thread;
+    log_reader *rd;             /* this thread's reader */
+    unsigned index;
+};
+
+/* ---- the server ---- */
+
+struct srv {
+    struct srv_cfg cfg;
+    log_env *log;
+    grpc_server *server;
+    grpc_completion_queue *shutdown_cq;
+    struct srv_cq *cqs;
+    unsigned n_cqs;
+    int port;
+    atomic_bool shutting_down;  /* health says NOT_SERVING, no new posts */
+
+    /* the writer's queue: guarded by wmu */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcond;
+    struct srv_wreq *wq_head;
+    struct srv_wreq *wq_tail;
+    size_t wq_len;
+    bool w_draining;            /* shutdown: answer the queue UNAVAILABLE */
+    bool w_stop;
+    pthread_t writer;
+
+    /* statistics (writer thread writes, stats line reads) */
+    atomic_ullong st_appends;
+    atomic_ullong st_events;
+    atomic_ullong st_commits;
+    atomic_ullong st_batched;
+};
+
+/* ---- srv_rpc.c: calls and replies ---- */
+
+void srv_call_ref(struct srv_call *c);
+void srv_call_unref(struct srv_call *c);
+
+/* Starts the final batch: initial metadata (unless c->initial_sent), the
+ * message (optional; bb is destroyed here) and the status with detail and
+ * optional trailing metadata. Ends the reply chain: its completion
+ * (SRV_TAG_FINAL) drops that reference. Any thread, once per call. */
+void srv_reply(struct srv_call *c, grpc_byte_buffer *bb, grpc_status_code status,
+               const char *detail, const grpc_metadata *trailers, size_t n_trailers);
+
+/* srv_reply_code - srv_reply of an error code mapped through an_err.h. */
+void srv_reply_code(struct srv_call *c, int code, const char *detail);
+
+/* srv_reply_op - the reply of an append or delete op (OK or its error). */
+void srv_reply_op(struct srv_call *c, const struct srv_wreq *w);
+
+/* The gRPC status of an AN_E* code. */
+grpc_status_code srv_status_of(int code);
+
+/* Packs a protobuf-c message into a new byte buffer (NULL on OOM). */
+grpc_byte_buffer *srv_pack(const ProtobufCMessage *m);
+
+/* Starts a SEND_MESSAGE (with initial metadata the first time) on the WRITE
+ * tag; bb is destroyed here. Returns 0 or -1 (not started). */
+int srv_send(struct srv_call *c, grpc_byte_buffer *bb);
+
+/* Starts a RECV_MESSAGE on the READ tag. */
+int srv_recv(struct srv_call *c);
+
+/* ---- srv_writer.c ---- */
+
+int srv_writer_start(struct srv *s);
+/* Queues w for the writer (takes ownership). 0, or AN_EUNAVAIL when
+ * shutting down (the caller keeps w). */
+int srv_writer_submit(struct srv *s, struct srv_wreq *w);
+/* Stops taking work, answers the queue UNAVAILABLE, joins. */
+void srv_writer_stop(struct srv *s);
+void srv_wreq_free(struct srv_wreq *w);
+/* The AppendResponse of an op that succeeded. */
+void srv_append_response(const struct log_op *op, size_t n_streams,
+                         Annals__V1__AppendResponse *out, Annals__V1__StreamResult *sr,
+                         Annals__V1__StreamResult **srp);
+
+/* ---- srv_calls.c: the services ---- */
+
+/* A message arrived (or NULL: the client half-closed) for call c. */
+void srv_on_read(struct srv_call *c, bool ok);
+/* A send completed. */
+void srv_on_write(struct srv_call *c, bool ok);
+/* A new call: dispatch by method. */
+void srv_on_new(struct srv_call *c);
+/* AppendStream: the writer finished one of the call's requests. */
+void srv_astream_result(struct srv_call *c, struct srv_wreq *w);
+
+#endif /* SRV_INT_H */

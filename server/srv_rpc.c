@@ -1,0 +1,476 @@
+/*
+ * srv_rpc.c - gRPC core glue: the server's life cycle, the
+ * completion-queue threads, a call's life cycle, and the reply helpers.
+ *
+ * Each CQ thread owns one completion queue and keeps SRV_POSTED
+ * grpc_server_request_call()s posted on it; every completion of a call
+ * taken from it comes back to that thread (NOTES-grpc-core.md). A call
+ * holds two references: one for its RECV_CLOSE_ON_SERVER batch, one for
+ * its reply chain, which ends with the final status batch. The last unref
+ * frees it.
+ *
+ * Shutdown order (srv_shutdown): health NOT_SERVING and no new posts; the
+ * writer drains (in-hand appends answered, queued ones UNAVAILABLE);
+ * grpc_server_shutdown_and_notify, and after the grace period
+ * grpc_server_cancel_all_calls; once the notification arrives every call
+ * is over, so the queues shut down, the threads are joined and the log is
+ * closed.
+ */
+#include "srv_int.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SRV_POSTED 32
+
+/* ---- statuses ---- */
+
+grpc_status_code srv_status_of(int code)
+{
+    switch ((an_err)code) {
+    case AN_OK:
+        return GRPC_STATUS_OK;
+#define SRV__STATUS(name, val, status, text) \
+    case name:                               \
+        return GRPC_STATUS_##status;
+        AN_ERRNO_MAP(SRV__STATUS)
+#undef SRV__STATUS
+    }
+    return GRPC_STATUS_INTERNAL;
+}
+
+/* ---- calls ---- */
+
+static void call_free(struct srv_call *c)
+{
+    if (c->call) {
+        grpc_call_unref(c->call);
+    }
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->md);
+    if (c->recv) {
+        grpc_byte_buffer_destroy(c->recv);
+    }
+    if (c->req) {
+        protobuf_c_message_free_unpacked(c->req, NULL);
+    }
+    for (struct srv_out *o = c->as.out_head; o;) {
+        struct srv_out *n = o->next;
+        grpc_byte_buffer_destroy(o->bb);
+        free(o);
+        o = n;
+    }
+    free(c->rs.stream);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void srv_call_ref(struct srv_call *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void srv_call_unref(struct srv_call *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+        call_free(c);
+    }
+}
+
+static void post_request(struct srv_cq *q)
+{
+    struct srv *s = q->srv;
+    if (atomic_load(&s->shutting_down)) {
+        return;
+    }
+    struct srv_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        say_error("rpc", "msg=\"out of memory posting a call\"");
+        return;
+    }
+    c->srv = s;
+    c->q = q;
+    grpc_call_details_init(&c->details);
+    grpc_metadata_array_init(&c->md);
+    pthread_mutex_init(&c->mu, NULL);
+    c->t_new = (struct srv_tag){c, SRV_TAG_NEW};
+    c->t_read = (struct srv_tag){c, SRV_TAG_READ};
+    c->t_write = (struct srv_tag){c, SRV_TAG_WRITE};
+    c->t_final = (struct srv_tag){c, SRV_TAG_FINAL};
+    c->t_close = (struct srv_tag){c, SRV_TAG_CLOSE};
+    grpc_call_error e =
+        grpc_server_request_call(s->server, &c->call, &c->details, &c->md, q->cq, q->cq, &c->t_new);
+    if (e != GRPC_CALL_OK) {
+        say_error("rpc", "msg=\"grpc_server_request_call failed\" err=%d", (int)e);
+        call_free(c);
+    }
+}
+
+static enum srv_method method_of(grpc_slice m)
+{
+    static const struct {
+        const char *path;
+        enum srv_method m;
+    } table[] = {
+        {"/annals.v1.Commands/Append", SRV_M_APPEND},
+        {"/annals.v1.Commands/AppendStream", SRV_M_APPEND_STREAM},
+        {"/annals.v1.Commands/DeleteStream", SRV_M_DELETE_STREAM},
+        {"/annals.v1.Queries/ReadStream", SRV_M_READ_STREAM},
+        {"/annals.v1.Queries/ReadAll", SRV_M_READ_ALL},
+        {"/annals.v1.Queries/GetStream", SRV_M_GET_STREAM},
+        {"/annals.v1.Queries/Subscribe", SRV_M_SUBSCRIBE},
+        {"/annals.v1.Queries/GetView", SRV_M_GET_VIEW},
+        {"/annals.v1.Queries/ScanView", SRV_M_SCAN_VIEW},
+        {"/grpc.health.v1.Health/Check", SRV_M_HEALTH_CHECK},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (grpc_slice_str_cmp(m, table[i].path) == 0) {
+            return table[i].m;
+        }
+    }
+    return SRV_M_UNKNOWN;
+}
+
+static void on_new(struct srv_call *c, bool ok)
+{
+    post_request(c->q);
+    if (!ok) {
+        call_free(c); /* shutting down: no call was made */
+        return;
+    }
+    atomic_store(&c->refs, 2); /* CLOSE batch + reply chain */
+    c->method = method_of(c->details.method);
+    c->deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
+
+    grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
+        srv_call_unref(c);
+    }
+    srv_on_new(c);
+}
+
+static void dispatch(struct srv_tag *t, bool ok)
+{
+    struct srv_call *c = t->call;
+    switch (t->kind) {
+    case SRV_TAG_NEW:
+        on_new(c, ok);
+        break;
+    case SRV_TAG_READ:
+        srv_on_read(c, ok);
+        break;
+    case SRV_TAG_WRITE:
+        srv_on_write(c, ok);
+        break;
+    case SRV_TAG_FINAL:
+        srv_call_unref(c);
+        break;
+    case SRV_TAG_CLOSE:
+        atomic_store(&c->closed, true);
+        srv_call_unref(c);
+        break;
+    case SRV_TAG_SHUTDOWN:
+        break;
+    }
+}
+
+static void *cq_main(void *arg)
+{
+    struct srv_cq *q = arg;
+    for (unsigned i = 0; i < SRV_POSTED; i++) {
+        post_request(q);
+    }
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) {
+            break;
+        }
+        if (ev.type == GRPC_OP_COMPLETE) {
+            dispatch(ev.tag, ev.success != 0);
+        }
+    }
+    return NULL;
+}
+
+/* ---- replies ---- */
+
+grpc_byte_buffer *srv_pack(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice sl = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return bb;
+}
+
+void srv_reply(struct srv_call *c, grpc_byte_buffer *bb, grpc_status_code status,
+               const char *detail, const grpc_metadata *trailers, size_t n_trailers)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    grpc_slice det = grpc_slice_from_copied_string(detail ? detail : "");
+    memset(ops, 0, sizeof(ops));
+    if (!c->initial_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->initial_sent = true;
+    }
+    if (bb) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = bb;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = status;
+    ops[n].data.send_status_from_server.status_details = status == GRPC_STATUS_OK ? NULL : &det;
+    ops[n].data.send_status_from_server.trailing_metadata_count = n_trailers;
+    ops[n++].data.send_status_from_server.trailing_metadata = (grpc_metadata *)trailers;
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL);
+    grpc_slice_unref(det);
+    if (bb) {
+        grpc_byte_buffer_destroy(bb);
+    }
+    if (e != GRPC_CALL_OK) {
+        say_warn("rpc", "msg=\"final batch not started\" err=%d", (int)e);
+        srv_call_unref(c);
+    }
+}
+
+void srv_reply_code(struct srv_call *c, int code, const char *detail)
+{
+    srv_reply(c, NULL, srv_status_of(code), detail && detail[0] ? detail : an_strerror(code),
+              NULL, 0);
+}
+
+int srv_send(struct srv_call *c, grpc_byte_buffer *bb)
+{
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    if (!c->initial_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->initial_sent = true;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = bb;
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_write, NULL);
+    grpc_byte_buffer_destroy(bb);
+    return e == GRPC_CALL_OK ? 0 : -1;
+}
+
+int srv_recv(struct srv_call *c)
+{
+    grpc_op op = {.op = GRPC_OP_RECV_MESSAGE};
+    if (c->recv) {
+        grpc_byte_buffer_destroy(c->recv);
+        c->recv = NULL;
+    }
+    op.data.recv_message.recv_message = &c->recv;
+    return grpc_call_start_batch(c->call, &op, 1, &c->t_read, NULL) == GRPC_CALL_OK ? 0 : -1;
+}
+
+/* ---- start and stop ---- */
+
+static int parse_listen(const char *listen, char *detail)
+{
+    const char *colon = strrchr(listen ? listen : "", ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == listen || !colon[1] || *end || port < 0 || port > 65535) {
+        snprintf(detail, LOG_DETAIL_MAX, "--listen '%s': want HOST:PORT, port 0..65535",
+                 listen ? listen : "");
+        return AN_EINVAL;
+    }
+    return 0;
+}
+
+int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
+{
+    struct srv *s = NULL;
+    char logdir[4096];
+    int rc = parse_listen(cfg->listen, detail);
+    if (rc) {
+        return rc;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        return AN_ENOMEM;
+    }
+    s->cfg = *cfg;
+    if (!s->cfg.threads) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        s->cfg.threads = n > 0 ? (unsigned)n : 2;
+    }
+    if (!s->cfg.max_batch) {
+        s->cfg.max_batch = 1024;
+    }
+    if (!s->cfg.stream_window) {
+        s->cfg.stream_window = 256;
+    }
+    pthread_mutex_init(&s->wmu, NULL);
+    pthread_cond_init(&s->wcond, NULL);
+
+    snprintf(logdir, sizeof(logdir), "%s/log", cfg->data_dir);
+    struct log_cfg lc = {
+        .dir = logdir,
+        .max_size_bytes = cfg->max_size_bytes,
+        .max_event_bytes = cfg->max_event_bytes,
+        .max_request_bytes = cfg->max_request_bytes,
+    };
+    if ((rc = log_open(&lc, &s->log, detail))) {
+        goto out_free;
+    }
+
+    grpc_init();
+    uint32_t max_req = cfg->max_request_bytes ? cfg->max_request_bytes : LOG_REQUEST_MAX_DEFAULT;
+    grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = (int)(max_req + (64u << 10))},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+    };
+    grpc_channel_args ca = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+    s->server = grpc_server_create(&ca, NULL);
+    s->shutdown_cq = grpc_completion_queue_create_for_pluck(NULL);
+    s->n_cqs = s->cfg.threads;
+    s->cqs = calloc(s->n_cqs, sizeof(*s->cqs));
+    if (!s->cqs) {
+        rc = AN_ENOMEM;
+        goto out_grpc;
+    }
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        s->cqs[i] = (struct srv_cq){.srv = s, .index = i};
+        s->cqs[i].cq = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(s->server, s->cqs[i].cq, NULL);
+        if ((rc = log_reader_open(s->log, &s->cqs[i].rd))) {
+            snprintf(detail, LOG_DETAIL_MAX, "no log reader for thread %u", i);
+            goto out_grpc;
+        }
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    s->port = grpc_server_add_http2_port(s->server, cfg->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (s->port == 0) {
+        snprintf(detail, LOG_DETAIL_MAX, "cannot listen on %s (address in use or invalid)",
+                 cfg->listen);
+        rc = AN_EINVAL;
+        goto out_grpc;
+    }
+    if ((rc = srv_writer_start(s))) {
+        snprintf(detail, LOG_DETAIL_MAX, "cannot start the writer thread");
+        goto out_grpc;
+    }
+    grpc_server_start(s->server);
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        pthread_create(&s->cqs[i].thread, NULL, cq_main, &s->cqs[i]);
+    }
+    *out = s;
+    return 0;
+
+out_grpc:
+    for (unsigned i = 0; s->cqs && i < s->n_cqs; i++) {
+        log_reader_close(s->cqs[i].rd);
+    }
+    /* the server was never started: destroying it releases the queues */
+    grpc_server_destroy(s->server);
+    for (unsigned i = 0; s->cqs && i < s->n_cqs; i++) {
+        if (s->cqs[i].cq) {
+            grpc_completion_queue_shutdown(s->cqs[i].cq);
+            grpc_completion_queue_destroy(s->cqs[i].cq);
+        }
+    }
+    grpc_completion_queue_shutdown(s->shutdown_cq);
+    grpc_completion_queue_destroy(s->shutdown_cq);
+    free(s->cqs);
+    log_close(s->log);
+out_free:
+    pthread_mutex_destroy(&s->wmu);
+    pthread_cond_destroy(&s->wcond);
+    free(s);
+    return rc;
+}
+
+const struct srv_cfg *srv_config(const srv *s)
+{
+    return &s->cfg;
+}
+
+int srv_port(const srv *s)
+{
+    return s->port;
+}
+
+void srv_shutdown(srv *s, int grace_ms)
+{
+    struct srv_tag tag = {NULL, SRV_TAG_SHUTDOWN};
+    atomic_store(&s->shutting_down, true);
+    say_info("server", "msg=\"shutting down\" grace_ms=%d", grace_ms);
+    srv_writer_stop(s);
+    grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
+    grpc_event ev = grpc_completion_queue_pluck(
+        s->shutdown_cq, &tag,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(grace_ms, GPR_TIMESPAN)),
+        NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        say_info("server", "msg=\"cancelling the calls still open\"");
+        grpc_server_cancel_all_calls(s->server);
+        grpc_completion_queue_pluck(s->shutdown_cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                    NULL);
+    }
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        grpc_completion_queue_shutdown(s->cqs[i].cq);
+    }
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        pthread_join(s->cqs[i].thread, NULL);
+    }
+}
+
+void srv_free(srv *s)
+{
+    if (!s) {
+        return;
+    }
+    grpc_server_destroy(s->server);
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        grpc_completion_queue_destroy(s->cqs[i].cq);
+        log_reader_close(s->cqs[i].rd);
+    }
+    grpc_completion_queue_shutdown(s->shutdown_cq);
+    grpc_completion_queue_destroy(s->shutdown_cq);
+    free(s->cqs);
+    log_close(s->log);
+    pthread_mutex_destroy(&s->wmu);
+    pthread_cond_destroy(&s->wcond);
+    free(s);
+    grpc_shutdown();
+}
+
+void srv_log_stats(srv *s)
+{
+    static unsigned long long last_appends;
+    static unsigned long long last_events;
+    static unsigned long long last_commits;
+    static unsigned long long last_batched;
+    unsigned long long a = atomic_load(&s->st_appends);
+    unsigned long long e = atomic_load(&s->st_events);
+    unsigned long long c = atomic_load(&s->st_commits);
+    unsigned long long b = atomic_load(&s->st_batched);
+    struct log_stats st;
+    if (log_stats(s->log, &st)) {
+        return;
+    }
+    double batch = c > last_commits ? (double)(b - last_batched) / (double)(c - last_commits) : 0;
+    say_info("stats", "appends=%llu events=%llu commits=%llu mean_batch=%.1f head=%llu "
+             "readers=%u used_bytes=%llu",
+             a - last_appends, e - last_events, c - last_commits, batch,
+             (unsigned long long)st.head, st.readers, (unsigned long long)st.used_bytes);
+    last_appends = a;
+    last_events = e;
+    last_commits = c;
+    last_batched = b;
+}

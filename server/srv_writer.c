@@ -1,0 +1,305 @@
+/*
+ * srv_writer.c - the writer thread: group commit and the replies to
+ * appends and deletions.
+ *
+ * CQ threads validate a request, wrap it in a srv_wreq and queue it here.
+ * The writer takes everything queued (up to max_batch), drops requests
+ * whose deadline has passed (DEADLINE_EXCEEDED, nothing written) or whose
+ * call is already over, and hands the rest to log_commit in one
+ * transaction. A request is answered only once its commit is durable
+ * (log.h, "Durability argument"): batch k is answered after batch k+1 has
+ * committed, whose data sync made k's meta page durable; when nothing
+ * else is queued the writer calls log_sync and answers at once. The writer
+ * starts the reply batches itself (grpc_call_start_batch is thread-safe),
+ * so no CQ thread waits on it, and it never waits on a client.
+ */
+#include "srv_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void srv_wreq_free(struct srv_wreq *w)
+{
+    if (!w) {
+        return;
+    }
+    if (w->stream_req) {
+        annals__v1__append_stream_request__free_unpacked(w->stream_req, NULL);
+    }
+    if (w->call) {
+        srv_call_unref(w->call);
+    }
+    free(w);
+}
+
+int srv_writer_submit(struct srv *s, struct srv_wreq *w)
+{
+    pthread_mutex_lock(&s->wmu);
+    if (s->w_draining) {
+        pthread_mutex_unlock(&s->wmu);
+        return AN_EUNAVAIL;
+    }
+    w->next = NULL;
+    if (s->wq_tail) {
+        s->wq_tail->next = w;
+    } else {
+        s->wq_head = w;
+    }
+    s->wq_tail = w;
+    s->wq_len++;
+    pthread_cond_signal(&s->wcond);
+    pthread_mutex_unlock(&s->wmu);
+    return 0;
+}
+
+/* ---- replies ---- */
+
+void srv_append_response(const struct log_op *op, size_t n_streams,
+                         Annals__V1__AppendResponse *out, Annals__V1__StreamResult *sr,
+                         Annals__V1__StreamResult **srp)
+{
+    annals__v1__append_response__init(out);
+    out->first_position = op->first_position;
+    out->last_position = op->last_position;
+    out->recorded_at_unix_nanos = op->recorded_at_ns;
+    for (size_t i = 0; i < n_streams; i++) {
+        annals__v1__stream_result__init(&sr[i]);
+        sr[i].stream = op->append->streams[i]->stream;
+        sr[i].first_version = op->streams[i].first_version;
+        sr[i].last_version = op->streams[i].last_version;
+        srp[i] = &sr[i];
+    }
+    out->n_streams = n_streams;
+    out->streams = srp;
+}
+
+/* Writes s percent-encoded as the contract wants for text metadata. */
+static void percent_encode(char *out, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+void srv_reply_op(struct srv_call *c, const struct srv_wreq *w)
+{
+    const struct log_op *op = &w->op;
+    if (op->rc == AN_ECONFLICT) {
+        const char *stream = op->kind == LOG_OP_DELETE
+                                 ? op->del->stream
+                                 : op->append->streams[op->conflict_stream]->stream;
+        char enc[3 * LOG_NAME_MAX + 1];
+        char ver[24];
+        percent_encode(enc, sizeof(enc), stream);
+        snprintf(ver, sizeof(ver), "%lld", (long long)op->actual_version);
+        grpc_metadata md[2] = {
+            {.key = grpc_slice_from_static_string("annals-stream"),
+             .value = grpc_slice_from_copied_string(enc)},
+            {.key = grpc_slice_from_static_string("annals-actual-version"),
+             .value = grpc_slice_from_copied_string(ver)},
+        };
+        srv_reply(c, NULL, GRPC_STATUS_ABORTED, op->detail, md, 2);
+        grpc_slice_unref(md[0].value);
+        grpc_slice_unref(md[1].value);
+        return;
+    }
+    if (op->rc) {
+        srv_reply_code(c, op->rc, op->detail);
+        return;
+    }
+    if (op->kind == LOG_OP_DELETE) {
+        Annals__V1__DeleteStreamResponse r = ANNALS__V1__DELETE_STREAM_RESPONSE__INIT;
+        r.position = op->first_position;
+        srv_reply(c, srv_pack(&r.base), GRPC_STATUS_OK, NULL, NULL, 0);
+        return;
+    }
+    size_t n = op->append->n_streams;
+    Annals__V1__AppendResponse r;
+    Annals__V1__StreamResult *sr = malloc(n * (sizeof(*sr) + sizeof(sr)));
+    if (!sr) {
+        srv_reply_code(c, AN_ENOMEM, "out of memory building the reply");
+        return;
+    }
+    srv_append_response(op, n, &r, sr, (Annals__V1__StreamResult **)(sr + n));
+    srv_reply(c, srv_pack(&r.base), GRPC_STATUS_OK, NULL, NULL, 0);
+    free(sr);
+}
+
+/* Answers one request and frees it. */
+static void answer(struct srv_wreq *w)
+{
+    struct srv_call *c = w->call;
+    if (c->method == SRV_M_APPEND_STREAM) {
+        srv_astream_result(c, w); /* takes w */
+        return;
+    }
+    srv_reply_op(c, w);
+    srv_wreq_free(w);
+}
+
+static void answer_list(struct srv_wreq *w)
+{
+    while (w) {
+        struct srv_wreq *n = w->next;
+        answer(w);
+        w = n;
+    }
+}
+
+static void fail_list(struct srv_wreq *w, int code, const char *detail)
+{
+    for (struct srv_wreq *x = w; x; x = x->next) {
+        x->op.rc = code;
+        snprintf(x->op.detail, LOG_DETAIL_MAX, "%s", detail);
+    }
+    answer_list(w);
+}
+
+/* ---- the loop ---- */
+
+static void *writer_main(void *arg)
+{
+    struct srv *s = arg;
+    struct log_op *ops = calloc(s->cfg.max_batch, sizeof(*ops));
+    struct srv_wreq **items = calloc(s->cfg.max_batch, sizeof(*items));
+    struct srv_wreq *pending = NULL;   /* committed, waiting to be durable */
+    struct srv_wreq *pending_tail = NULL;
+    uint64_t pending_seq = 0;
+    if (!ops || !items) {
+        say_error("writer", "msg=\"out of memory\"");
+        abort();
+    }
+
+    for (;;) {
+        pthread_mutex_lock(&s->wmu);
+        while (!s->wq_head && !s->w_stop && !pending) {
+            pthread_cond_wait(&s->wcond, &s->wmu);
+        }
+        if (!s->wq_head && pending) {
+            /* idle: make the last commit durable and answer it now */
+            pthread_mutex_unlock(&s->wmu);
+            int rc = log_sync(s->log);
+            if (rc) {
+                say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
+                fail_list(pending, AN_EIO, "the commit could not be made durable");
+            } else {
+                answer_list(pending);
+            }
+            pending = pending_tail = NULL;
+            continue;
+        }
+        if (!s->wq_head && s->w_stop) {
+            pthread_mutex_unlock(&s->wmu);
+            break;
+        }
+        /* take up to max_batch */
+        size_t n = 0;
+        while (s->wq_head && n < s->cfg.max_batch) {
+            struct srv_wreq *w = s->wq_head;
+            s->wq_head = w->next;
+            w->next = NULL;
+            items[n++] = w;
+            s->wq_len--;
+        }
+        if (!s->wq_head) {
+            s->wq_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->wmu);
+
+        /* drop what cannot be answered usefully: nothing is written for it */
+        gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct srv_wreq *w = items[i];
+            if (gpr_time_cmp(w->call->deadline, now) < 0) {
+                w->op.rc = AN_EDEADLINE;
+                snprintf(w->op.detail, LOG_DETAIL_MAX,
+                         "the deadline passed before the writer took the request");
+                answer(w);
+            } else if (atomic_load(&w->call->closed)) {
+                w->op.rc = AN_ECANCELLED;
+                snprintf(w->op.detail, LOG_DETAIL_MAX, "the call was cancelled");
+                answer(w);
+            } else {
+                items[m++] = w;
+            }
+        }
+        if (m == 0) {
+            continue;
+        }
+        for (size_t i = 0; i < m; i++) {
+            ops[i] = items[i]->op;
+        }
+        uint64_t seq = 0;
+        int rc = log_commit(s->log, ops, m, &seq);
+        if (rc) {
+            say_error("writer", "msg=\"commit failed\" err=%s batch=%zu", an_errname(rc), m);
+        }
+        unsigned long long events = 0;
+        for (size_t i = 0; i < m; i++) {
+            items[i]->op = ops[i];
+            if (ops[i].rc == 0 && ops[i].kind == LOG_OP_APPEND) {
+                events += ops[i].last_position - ops[i].first_position + 1;
+            }
+        }
+        atomic_fetch_add(&s->st_appends, m);
+        atomic_fetch_add(&s->st_events, events);
+        if (seq) {
+            atomic_fetch_add(&s->st_commits, 1);
+            atomic_fetch_add(&s->st_batched, m);
+        }
+        /* the earlier batch is durable now if this one committed */
+        if (pending && log_durable_seq(s->log) >= pending_seq) {
+            answer_list(pending);
+            pending = pending_tail = NULL;
+        }
+        for (size_t i = 0; i < m; i++) {
+            struct srv_wreq *w = items[i];
+            if (log_durable_seq(s->log) >= w->op.seq) {
+                answer(w);
+                continue;
+            }
+            w->next = NULL;
+            if (pending_tail) {
+                pending_tail->next = w;
+            } else {
+                pending = w;
+            }
+            pending_tail = w;
+            pending_seq = w->op.seq;
+        }
+    }
+    free(ops);
+    free(items);
+    return NULL;
+}
+
+int srv_writer_start(struct srv *s)
+{
+    return pthread_create(&s->writer, NULL, writer_main, s) ? AN_EINTERNAL : 0;
+}
+
+void srv_writer_stop(struct srv *s)
+{
+    pthread_mutex_lock(&s->wmu);
+    s->w_draining = true;
+    struct srv_wreq *q = s->wq_head;
+    s->wq_head = s->wq_tail = NULL;
+    s->wq_len = 0;
+    s->w_stop = true;
+    pthread_cond_signal(&s->wcond);
+    pthread_mutex_unlock(&s->wmu);
+    fail_list(q, AN_EUNAVAIL, "the server is shutting down; nothing was written");
+    pthread_join(s->writer, NULL);
+}
