@@ -405,13 +405,14 @@ static void start_read(struct srv_call *c)
     }
     rc = log_resolve_as_of(rd, as_of, &rs->as_of);
     struct log_stream_info info;
+    char nf[LOG_DETAIL_MAX] = "";
     if (!rc && !rs->all) {
         Annals__V1__ReadStreamRequest *r = (Annals__V1__ReadStreamRequest *)c->req;
         rc = log_get_stream(rd, rs->stream, rs->as_of, &info);
         if (!rc && info.event_count == 0) {
             rc = AN_ENOTFOUND;
-            snprintf(rd->detail, sizeof(rd->detail), "stream '%.200s' has no visible events%s",
-                     rs->stream, info.deleted ? " (deleted)" : "");
+            snprintf(nf, sizeof(nf), "stream '%.200s' has no visible events%s", rs->stream,
+                     info.deleted ? " (deleted)" : "");
         }
         if (!rc) {
             uint64_t first = (uint64_t)info.last_version + 1 - info.event_count;
@@ -439,7 +440,7 @@ static void start_read(struct srv_call *c)
         rs->done = head == 0 || (!rs->backwards && rs->next > head) || rs->next == 0;
     }
     char detail[LOG_DETAIL_MAX];
-    snprintf(detail, sizeof(detail), "%s", log_reader_detail(rd));
+    snprintf(detail, sizeof(detail), "%s", nf[0] ? nf : log_reader_detail(rd));
     log_reader_end(rd);
     if (rc) {
         srv_reply_code(c, rc, detail);
