@@ -92,7 +92,7 @@ typedef struct log_reader log_reader;
 
 #define LOG_NAME_MAX 255u                  /* stream name and event type, bytes */
 #define LOG_ID_BYTES 16u                   /* event id: empty or exactly this */
-#define LOG_EVENT_MAX_DEFAULT (1u << 20)   /* one event (packed EventData) */
+#define LOG_EVENT_MAX_DEFAULT (1u << 20)   /* one event's data + metadata */
 #define LOG_REQUEST_MAX_DEFAULT (4u << 20) /* one request (packed AppendRequest) */
 #define LOG_DETAIL_MAX 256u                /* detail messages, with NUL */
 #define LOG_DELETED_STREAM "$streams"      /* where deletions are recorded */
@@ -100,10 +100,12 @@ typedef struct log_reader log_reader;
 struct log_cfg {
     const char *dir;           /* the env's directory; created if missing */
     uint64_t max_size_bytes;   /* cap on the map (and so the file); 0: none */
-    uint64_t initial_map_bytes;/* first map size; 0: 64 MiB (or the file size) */
+    uint64_t initial_map_bytes;/* first map size of a new env; 0: 64 MiB. An
+                                  existing env starts at its file size + 16 MiB */
     uint32_t max_event_bytes;  /* 0: LOG_EVENT_MAX_DEFAULT */
     uint32_t max_request_bytes;/* 0: LOG_REQUEST_MAX_DEFAULT */
-    unsigned max_readers;      /* concurrent log_readers; 0: 1024 */
+    unsigned max_readers;      /* concurrent log_readers; 0: 1024. LMDB keeps
+                                  the reader table of an existing lock file */
 };
 
 /* ---- opening ---- */

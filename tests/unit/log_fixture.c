@@ -72,6 +72,13 @@ void fx_close(void)
     fx.env = NULL;
 }
 
+void fx_fresh(const struct log_cfg *cfg)
+{
+    struct log_cfg copy = *cfg;
+    fx_teardown();
+    fx_open_cfg(&copy);
+}
+
 void fx_reopen(void)
 {
     struct log_cfg cfg = fx.cfg;

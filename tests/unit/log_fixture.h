@@ -52,6 +52,10 @@ void fx_teardown(void);
 void fx_open_cfg(const struct log_cfg *cfg);
 /* Closes the reader and the env (the directory stays). */
 void fx_close(void);
+/* Drops the current env and its directory, then opens cfg in a new one
+ * (limits such as initial_map_bytes and max_readers apply only to a new
+ * env: LMDB sizes an existing map and lock file from the files). */
+void fx_fresh(const struct log_cfg *cfg);
 /* fx_close then open again with the same cfg. */
 void fx_reopen(void);
 /* Removes a directory tree (used by fx_teardown). */
