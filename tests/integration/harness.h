@@ -1,0 +1,44 @@
+/*
+ * harness.h - starts a real annalsd for integration tests: a temp data
+ * directory, an ephemeral loopback port (read back from annalsd's
+ * "started" log line), and a libannals client connected to it.
+ */
+#ifndef HARNESS_H
+#define HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "annals.h"
+
+struct harness {
+    char dir[256];              /* temp dir: data in dir/data, log in dir/annalsd.log */
+    char addr[64];              /* "127.0.0.1:PORT" */
+    int port;
+    pid_t pid;                  /* 0 when not running */
+    an_client *client;
+};
+
+/* Creates the temp dir and starts annalsd with the extra flags (NULL-
+ * terminated list, may be NULL). Aborts the test on failure. */
+void h_start(struct harness *h, const char *const *extra_flags);
+
+/* Starts annalsd again on the same data dir and port (after a stop). */
+void h_restart(struct harness *h);
+
+/* SIGTERM and wait; returns the exit status (or -1). */
+int h_stop(struct harness *h);
+
+/* SIGKILL and wait. */
+void h_kill(struct harness *h);
+
+/* Stops if running, closes the client, removes the temp dir. */
+void h_cleanup(struct harness *h);
+
+/* A fresh client of the running server (caller closes). */
+an_client *h_client(const struct harness *h);
+
+/* Path of build/server/annalsd (ANNALSD env, or next to the test binary). */
+const char *h_annalsd_path(void);
+
+#endif /* HARNESS_H */

@@ -1,0 +1,256 @@
+/*
+ * test_server_errors.c - every error path of the contract, through a real
+ * annalsd and libannals: the status, the detail, the trailers, and that
+ * nothing was written.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "harness.h"
+
+static struct harness h;
+
+static void setup(void)
+{
+    h_start(&h, NULL);
+}
+
+static void teardown(void)
+{
+    h_cleanup(&h);
+}
+
+TestSuite(server_errors, .init = setup, .fini = teardown, .timeout = 60);
+
+static struct an_event ev(const char *type)
+{
+    return (struct an_event){.type = type, .data = "{}", .data_len = 2,
+                             .content_type = "application/json"};
+}
+
+static int append1(const char *stream, enum an_expect ex, uint64_t v, struct an_error *err)
+{
+    struct an_event e = ev("T");
+    struct an_stream_append sa = {.stream = stream, .expect = ex, .expected_version = v,
+                                  .events = &e, .n_events = 1};
+    return an_append(h.client, &sa, 1, NULL, err);
+}
+
+static uint64_t head(void)
+{
+    an_iter *it;
+    const Annals__V1__RecordedEvent *e;
+    uint64_t last = 0;
+    struct an_read_all_opts o = {.backwards = true, .from_end = true, .max_count = 1};
+    cr_assert_eq(an_read_all(h.client, &o, &it), 0);
+    while (an_iter_next(it, &e, NULL) == 1) {
+        last = e->global_position;
+    }
+    an_iter_free(it);
+    return last;
+}
+
+Test(server_errors, conflict_is_aborted_with_stream_and_actual_version_trailers)
+{
+    struct an_error err;
+    cr_assert_eq(append1("acct-1", AN_EXPECT_NO_STREAM, 0, NULL), 0);
+    cr_assert_eq(append1("acct-1", AN_EXPECT_ANY, 0, NULL), 0);
+    uint64_t before = head();
+    cr_assert_eq(append1("acct-1", AN_EXPECT_VERSION, 0, &err), AN_ECONFLICT);
+    cr_assert_eq(err.grpc_status, 10 /* ABORTED */);
+    cr_assert_str_eq(err.stream, "acct-1");
+    cr_assert_eq(err.actual_version, 1);
+    cr_assert_eq(append1("never", AN_EXPECT_STREAM_EXISTS, 0, &err), AN_ECONFLICT);
+    cr_assert_str_eq(err.stream, "never");
+    cr_assert_eq(err.actual_version, -1);
+    cr_assert_eq(head(), before, "a failed expectation wrote something");
+}
+
+Test(server_errors, stream_name_in_trailer_is_percent_encoded_and_decoded)
+{
+    struct an_error err;
+    const char *name = "caf\xc3\xa9 100%";
+    cr_assert_eq(append1(name, AN_EXPECT_ANY, 0, NULL), 0);
+    cr_assert_eq(append1(name, AN_EXPECT_NO_STREAM, 0, &err), AN_ECONFLICT);
+    cr_assert_str_eq(err.stream, name);
+    cr_assert_eq(err.actual_version, 0);
+}
+
+Test(server_errors, invalid_requests_are_invalid_argument_and_write_nothing)
+{
+    struct an_error err;
+    struct an_event e = ev("T");
+    struct an_event bad_type = ev("");
+    uint8_t short_id[3] = {1, 2, 3};
+    struct an_stream_append ok = {.stream = "s", .events = &e, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &ok, 1, NULL, NULL), 0);
+    uint64_t before = head();
+
+    cr_assert_eq(an_append(h.client, &ok, 0, NULL, &err), AN_EINVAL, "empty request");
+    cr_assert_eq(err.grpc_status, 3);
+    struct an_stream_append none = {.stream = "s", .events = &e, .n_events = 0};
+    cr_assert_eq(an_append(h.client, &none, 1, NULL, &err), AN_EINVAL, "no events");
+    struct an_stream_append dollar = {.stream = "$mine", .events = &e, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &dollar, 1, NULL, &err), AN_EINVAL, "reserved name");
+    cr_assert(strstr(err.detail, "reserved") != NULL, "detail: %s", err.detail);
+    struct an_stream_append badt = {.stream = "s", .events = &bad_type, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &badt, 1, NULL, &err), AN_EINVAL, "empty type");
+    struct an_stream_append twice[2] = {ok, ok};
+    cr_assert_eq(an_append(h.client, twice, 2, NULL, &err), AN_EINVAL, "same stream twice");
+    char longname[300];
+    memset(longname, 'x', 256);
+    longname[256] = '\0';
+    struct an_stream_append toolong = {.stream = longname, .events = &e, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &toolong, 1, NULL, &err), AN_EINVAL, "256-byte name");
+    cr_assert(strstr(err.detail, "255") != NULL, "detail names the limit: %s", err.detail);
+    struct an_stream_append notutf = {.stream = "bad\xff", .events = &e, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &notutf, 1, NULL, &err), AN_EINVAL, "not UTF-8");
+    uint8_t id[16] = {7};
+    struct an_event dup[2] = {ev("A"), ev("B")};
+    dup[0].id = id;
+    dup[1].id = id;
+    struct an_stream_append dupid = {.stream = "s", .events = dup, .n_events = 2};
+    cr_assert_eq(an_append(h.client, &dupid, 1, NULL, &err), AN_EINVAL, "same id twice");
+    (void)short_id;
+    cr_assert_eq(head(), before);
+}
+
+Test(server_errors, oversized_event_is_resource_exhausted_naming_the_limit)
+{
+    struct an_error err;
+    size_t big = (1u << 20) + 1;
+    char *data = calloc(1, big);
+    struct an_event e = ev("Big");
+    e.data = data;
+    e.data_len = big;
+    struct an_stream_append sa = {.stream = "big", .events = &e, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &sa, 1, NULL, &err), AN_ETOOBIG);
+    cr_assert_eq(err.grpc_status, 8 /* RESOURCE_EXHAUSTED */);
+    cr_assert(strstr(err.detail, "1048576") != NULL, "detail: %s", err.detail);
+    free(data);
+    cr_assert_eq(head(), 0);
+}
+
+Test(server_errors, reused_id_is_already_exists_and_exact_retry_returns_original)
+{
+    struct an_error err;
+    struct an_append_result r1;
+    struct an_append_result r2;
+    uint8_t id[16];
+    for (int i = 0; i < 16; i++) {
+        id[i] = (uint8_t)(i * 13 + 1);
+    }
+    struct an_event e = ev("Paid");
+    e.id = id;
+    struct an_stream_append sa = {.stream = "order-1", .events = &e, .n_events = 1};
+    cr_assert_eq(an_append(h.client, &sa, 1, &r1, NULL), 0);
+    cr_assert_eq(append1("order-1", AN_EXPECT_ANY, 0, NULL), 0);
+    sa.expect = AN_EXPECT_NO_STREAM; /* not checked again on an exact retry */
+    cr_assert_eq(an_append(h.client, &sa, 1, &r2, NULL), 0);
+    cr_assert_eq(r2.first_position, r1.first_position);
+    cr_assert_eq(r2.recorded_at_ns, r1.recorded_at_ns);
+    cr_assert_eq(r2.streams[0].first_version, 0);
+    struct an_stream_append other = {.stream = "order-2", .events = &e, .n_events = 1};
+    uint64_t before = head();
+    cr_assert_eq(an_append(h.client, &other, 1, NULL, &err), AN_EEXIST);
+    cr_assert_eq(err.grpc_status, 6 /* ALREADY_EXISTS */);
+    cr_assert_eq(head(), before);
+}
+
+Test(server_errors, tombstoned_stream_is_failed_precondition)
+{
+    struct an_error err;
+    uint64_t pos = 0;
+    cr_assert_eq(append1("gone", AN_EXPECT_ANY, 0, NULL), 0);
+    cr_assert_eq(an_delete_stream(h.client, "gone", AN_EXPECT_ANY, 0, true, &pos, NULL), 0);
+    cr_assert_eq(pos, 2);
+    cr_assert_eq(append1("gone", AN_EXPECT_ANY, 0, &err), AN_ETOMBSTONED);
+    cr_assert_eq(err.grpc_status, 9 /* FAILED_PRECONDITION */);
+    cr_assert_eq(an_delete_stream(h.client, "gone", AN_EXPECT_ANY, 0, false, NULL, &err),
+                 AN_ETOMBSTONED);
+}
+
+Test(server_errors, delete_errors_in_contract_order)
+{
+    struct an_error err;
+    cr_assert_eq(an_delete_stream(h.client, "$streams", AN_EXPECT_ANY, 0, false, NULL, &err),
+                 AN_EINVAL);
+    cr_assert_eq(an_delete_stream(h.client, "", AN_EXPECT_ANY, 0, false, NULL, &err), AN_EINVAL);
+    cr_assert_eq(an_delete_stream(h.client, "nope", AN_EXPECT_ANY, 0, false, NULL, &err),
+                 AN_ENOTFOUND);
+    cr_assert_eq(err.grpc_status, 5 /* NOT_FOUND */);
+    cr_assert_eq(append1("d", AN_EXPECT_ANY, 0, NULL), 0);
+    cr_assert_eq(an_delete_stream(h.client, "d", AN_EXPECT_VERSION, 3, false, NULL, &err),
+                 AN_ECONFLICT);
+    cr_assert_str_eq(err.stream, "d");
+    cr_assert_eq(err.actual_version, 0);
+    uint64_t p1 = 0;
+    uint64_t p2 = 0;
+    cr_assert_eq(an_delete_stream(h.client, "d", AN_EXPECT_VERSION, 0, false, &p1, NULL), 0);
+    cr_assert_eq(an_delete_stream(h.client, "d", AN_EXPECT_ANY, 0, false, &p2, NULL), 0);
+    cr_assert_eq(p1, p2, "a second soft delete with nothing new changes nothing");
+}
+
+Test(server_errors, reads_of_missing_or_deleted_streams_are_not_found)
+{
+    struct an_error err;
+    an_iter *it;
+    const Annals__V1__RecordedEvent *e;
+    struct an_stream_info info;
+    struct an_read_stream_opts o = {.stream = "missing"};
+    cr_assert_eq(an_read_stream(h.client, &o, &it), 0);
+    cr_assert_eq(an_iter_next(it, &e, &err), AN_ENOTFOUND);
+    an_iter_free(it);
+    cr_assert_eq(an_get_stream(h.client, "missing", NULL, &info, &err), AN_ENOTFOUND);
+
+    cr_assert_eq(append1("x", AN_EXPECT_ANY, 0, NULL), 0);
+    cr_assert_eq(an_delete_stream(h.client, "x", AN_EXPECT_ANY, 0, false, NULL, NULL), 0);
+    o.stream = "x";
+    cr_assert_eq(an_read_stream(h.client, &o, &it), 0);
+    cr_assert_eq(an_iter_next(it, &e, &err), AN_ENOTFOUND);
+    an_iter_free(it);
+    /* as of before the deletion it is there */
+    o.as_of = (struct an_as_of){.has_position = true, .position = 1};
+    cr_assert_eq(an_read_stream(h.client, &o, &it), 0);
+    cr_assert_eq(an_iter_next(it, &e, &err), 1);
+    cr_assert_str_eq(e->stream, "x");
+    cr_assert_eq(an_iter_next(it, &e, &err), 0);
+    an_iter_free(it);
+    cr_assert_eq(an_get_stream(h.client, "x", NULL, &info, NULL), 0);
+    cr_assert(info.deleted);
+    cr_assert_eq(info.event_count, 0);
+}
+
+Test(server_errors, garbage_and_truncated_messages_are_invalid_argument)
+{
+    struct an_error err;
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x12};
+    /* a valid AppendRequest cut in the middle of a length-delimited field */
+    static const uint8_t truncated[] = {0x0a, 0x20, 0x0a, 0x03, 's', 't'};
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Commands/Append", garbage, sizeof(garbage),
+                             &err),
+                 AN_EINVAL);
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Commands/Append", truncated,
+                             sizeof(truncated), &err),
+                 AN_EINVAL);
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Commands/DeleteStream", garbage,
+                             sizeof(garbage), &err),
+                 AN_EINVAL);
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Queries/GetStream", garbage, sizeof(garbage),
+                             &err),
+                 AN_EINVAL);
+    /* the server still serves */
+    cr_assert_eq(append1("alive", AN_EXPECT_NO_STREAM, 0, NULL), 0);
+    cr_assert_eq(head(), 1);
+}
+
+Test(server_errors, unknown_and_later_methods_are_unimplemented)
+{
+    struct an_error err;
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Nope/Nothing", "", 0, &err), AN_EUNIMPL);
+    cr_assert_eq(err.grpc_status, 12);
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Queries/GetView", "", 0, &err), AN_EUNIMPL);
+    bool serving = false;
+    cr_assert_eq(an_health(h.client, &serving, NULL), 0);
+    cr_assert(serving);
+}

@@ -1,0 +1,343 @@
+/*
+ * test_server_load.c - the server under concurrent writers, long reads,
+ * the pipelined appender, graceful shutdown and kill -9: what was
+ * acknowledged is stored, what was refused is not, positions and versions
+ * stay gap-free.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define WRITERS 16
+
+static struct harness h;
+
+static void setup(void)
+{
+    h_start(&h, NULL);
+}
+
+static void teardown(void)
+{
+    h_cleanup(&h);
+}
+
+TestSuite(server_load, .init = setup, .fini = teardown, .timeout = 240);
+
+/* ---- reading everything back ---- */
+
+struct seen {
+    uint64_t n;
+    uint64_t cap;
+    uint8_t (*ids)[16];
+    char (*streams)[32];
+    uint64_t *versions;
+};
+
+/* Reads the whole log: asserts positions 1..n in order; keeps ids, streams
+ * and versions of the events not in '$' streams. */
+static void read_all(an_client *c, struct seen *s)
+{
+    an_iter *it;
+    const Annals__V1__RecordedEvent *e;
+    struct an_error err;
+    uint64_t expect = 1;
+    struct an_read_all_opts o = {0};
+    memset(s, 0, sizeof(*s));
+    cr_assert_eq(an_read_all(c, &o, &it), 0);
+    int rc;
+    while ((rc = an_iter_next(it, &e, &err)) == 1) {
+        cr_assert_eq(e->global_position, expect, "gap or disorder at %llu",
+                     (unsigned long long)expect);
+        expect++;
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 1024;
+            s->ids = realloc(s->ids, s->cap * sizeof(*s->ids));
+            s->streams = realloc(s->streams, s->cap * sizeof(*s->streams));
+            s->versions = realloc(s->versions, s->cap * sizeof(*s->versions));
+        }
+        cr_assert_eq(e->id.len, 16);
+        memcpy(s->ids[s->n], e->id.data, 16);
+        snprintf(s->streams[s->n], sizeof(s->streams[0]), "%s", e->stream);
+        s->versions[s->n] = e->stream_version;
+        s->n++;
+    }
+    cr_assert_eq(rc, 0, "read all failed: %s", err.detail);
+    an_iter_free(it);
+}
+
+static void seen_free(struct seen *s)
+{
+    free(s->ids);
+    free(s->streams);
+    free(s->versions);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, 16);
+}
+
+static bool has_id(const struct seen *sorted, const uint8_t id[16])
+{
+    return bsearch(id, sorted->ids, sorted->n, 16, cmp_id) != NULL;
+}
+
+/* Per-stream versions 0.. without gaps (events in log order). */
+static void check_versions(const struct seen *s)
+{
+    for (uint64_t i = 0; i < s->n; i++) {
+        uint64_t want = 0;
+        for (uint64_t j = 0; j < i; j++) {
+            if (strcmp(s->streams[j], s->streams[i]) == 0) {
+                want++;
+            }
+        }
+        cr_assert_eq(s->versions[i], want, "stream %s: version %llu where %llu was due",
+                     s->streams[i], (unsigned long long)s->versions[i],
+                     (unsigned long long)want);
+    }
+}
+
+/* ---- concurrent writers ---- */
+
+struct writer {
+    int index;
+    int appends;
+    atomic_int *stop;           /* optional: stop early */
+    /* outcome log: ids and the rc each got */
+    uint8_t (*ids)[16];
+    int *rcs;
+    int done;
+};
+
+static void make_id(uint8_t id[16], int writer, int n)
+{
+    memset(id, 0, 16);
+    id[0] = 0xa1;
+    id[1] = (uint8_t)writer;
+    memcpy(id + 4, &n, sizeof(n));
+    id[6] = 0x40 | (id[6] & 0x0f);
+}
+
+static void *write_loop(void *arg)
+{
+    struct writer *w = arg;
+    an_client *c = h_client(&h);
+    char priv[32];
+    int64_t priv_v = -1;
+    snprintf(priv, sizeof(priv), "private-%d", w->index);
+    for (int i = 0; i < w->appends && !(w->stop && atomic_load(w->stop)); i++) {
+        struct an_event e = {.type = "Counted", .data = "{\"n\":1}", .data_len = 7};
+        make_id(w->ids[i], w->index, i);
+        e.id = w->ids[i];
+        struct an_stream_append sa;
+        struct an_error err;
+        if (i % 2 == 0) {
+            /* a private stream: the writer knows its version exactly */
+            sa = (struct an_stream_append){.stream = priv,
+                                           .expect = priv_v < 0 ? AN_EXPECT_NO_STREAM
+                                                                : AN_EXPECT_VERSION,
+                                           .expected_version = (uint64_t)priv_v,
+                                           .events = &e,
+                                           .n_events = 1};
+        } else {
+            sa = (struct an_stream_append){.stream = "shared", .events = &e, .n_events = 1};
+        }
+        int rc = an_append(c, &sa, 1, NULL, &err);
+        w->rcs[i] = rc;
+        if (rc == 0 && i % 2 == 0) {
+            priv_v++;
+        }
+        if (rc && !w->stop) {
+            cr_log_error("writer %d append %d: %s (%s)", w->index, i, an_strerror(rc), err.detail);
+        }
+        w->done = i + 1;
+    }
+    an_close(c);
+    return NULL;
+}
+
+static void writers_run(struct writer *ws, int n, int appends, atomic_int *stop, pthread_t *t)
+{
+    for (int i = 0; i < n; i++) {
+        ws[i] = (struct writer){.index = i, .appends = appends, .stop = stop};
+        ws[i].ids = calloc((size_t)appends, 16);
+        ws[i].rcs = calloc((size_t)appends, sizeof(int));
+        pthread_create(&t[i], NULL, write_loop, &ws[i]);
+    }
+}
+
+Test(server_load, sixteen_writers_with_expectations_leave_no_gaps)
+{
+    struct writer ws[WRITERS];
+    pthread_t t[WRITERS];
+    struct seen s;
+    writers_run(ws, WRITERS, 200, NULL, t);
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    read_all(h.client, &s);
+    uint64_t ok = 0;
+    for (int i = 0; i < WRITERS; i++) {
+        for (int j = 0; j < ws[i].appends; j++) {
+            cr_assert_eq(ws[i].rcs[j], 0, "writer %d append %d failed", i, j);
+            ok++;
+        }
+    }
+    cr_assert_eq(s.n, ok);
+    check_versions(&s);
+    for (int i = 0; i < WRITERS; i++) {
+        free(ws[i].ids);
+        free(ws[i].rcs);
+    }
+    seen_free(&s);
+}
+
+/* ---- the pipelined appender and a long read ---- */
+
+struct counts {
+    atomic_ullong ok;
+    atomic_ullong failed;
+    atomic_ullong corr_sum;
+};
+
+static void on_result(void *arg, uint64_t corr, int rc, const struct an_append_result *res,
+                      const struct an_error *err)
+{
+    struct counts *c = arg;
+    (void)res;
+    (void)err;
+    if (rc == 0) {
+        atomic_fetch_add(&c->ok, 1);
+    } else {
+        atomic_fetch_add(&c->failed, 1);
+    }
+    atomic_fetch_add(&c->corr_sum, corr);
+}
+
+Test(server_load, appender_writes_a_hundred_thousand_and_read_all_returns_them_in_order)
+{
+    const uint64_t n = 100000;
+    struct counts cnt = {0};
+    an_appender *a;
+    char data[200];
+    memset(data, 'x', sizeof(data));
+    cr_assert_eq(an_appender_open(h.client, 64, on_result, &cnt, &a), 0);
+    for (uint64_t i = 0; i < n; i++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "acct-%llu", (unsigned long long)(i % 1000));
+        struct an_event e = {.type = "Deposited", .data = data, .data_len = sizeof(data)};
+        struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+        cr_assert_eq(an_appender_submit(a, &sa, 1, NULL), 0);
+    }
+    cr_assert_eq(an_appender_close(a), 0);
+    cr_assert_eq(atomic_load(&cnt.ok), n);
+    cr_assert_eq(atomic_load(&cnt.failed), 0);
+    cr_assert_eq(atomic_load(&cnt.corr_sum), n * (n + 1) / 2, "every correlation id once");
+
+    an_iter *it;
+    const Annals__V1__RecordedEvent *e;
+    struct an_read_all_opts o = {0};
+    uint64_t expect = 1;
+    cr_assert_eq(an_read_all(h.client, &o, &it), 0);
+    int rc;
+    while ((rc = an_iter_next(it, &e, NULL)) == 1) {
+        cr_assert_eq(e->global_position, expect);
+        cr_assert_eq(e->data.len, sizeof(data));
+        expect++;
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(expect - 1, n);
+    an_iter_free(it);
+}
+
+/* ---- shutdown and kill ---- */
+
+static void sleep_ms(int ms)
+{
+    struct timespec t = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Every append answered OK is stored; with `refused_absent`, every one
+ * refused UNAVAILABLE is not. */
+static void check_outcomes(struct writer *ws, int n, bool refused_absent)
+{
+    struct seen s;
+    read_all(h.client, &s);
+    qsort(s.ids, s.n, 16, cmp_id);
+    uint64_t ok = 0;
+    uint64_t refused = 0;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < ws[i].done; j++) {
+            if (ws[i].rcs[j] == 0) {
+                ok++;
+                cr_assert(has_id(&s, ws[i].ids[j]), "acknowledged append %d/%d is missing", i,
+                          j);
+            } else if (ws[i].rcs[j] == AN_EUNAVAIL && refused_absent) {
+                refused++;
+                cr_assert(!has_id(&s, ws[i].ids[j]), "append %d/%d refused UNAVAILABLE is stored",
+                          i, j);
+            }
+        }
+    }
+    cr_assert_gt(ok, 0);
+    cr_log_info("acknowledged %llu, refused %llu, stored %llu", (unsigned long long)ok,
+                (unsigned long long)refused, (unsigned long long)s.n);
+    seen_free(&s);
+}
+
+Test(server_load, graceful_shutdown_answers_what_it_wrote_and_refuses_the_rest)
+{
+    struct writer ws[WRITERS];
+    pthread_t t[WRITERS];
+    atomic_int stop = 0;
+    writers_run(ws, WRITERS, 100000, &stop, t);
+    sleep_ms(400);
+    cr_assert_eq(h_stop(&h), 0, "annalsd did not exit 0 on SIGTERM");
+    sleep_ms(200);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    h_restart(&h);
+    an_close(h.client);
+    cr_assert_eq(an_connect(h.addr, NULL, &h.client), 0);
+    check_outcomes(ws, WRITERS, true);
+    for (int i = 0; i < WRITERS; i++) {
+        free(ws[i].ids);
+        free(ws[i].rcs);
+    }
+}
+
+Test(server_load, kill_9_under_sixteen_writers_loses_no_acknowledged_append)
+{
+    struct writer ws[WRITERS];
+    pthread_t t[WRITERS];
+    atomic_int stop = 0;
+    writers_run(ws, WRITERS, 100000, &stop, t);
+    sleep_ms(300 + rand() % 300);
+    h_kill(&h);
+    sleep_ms(200);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(t[i], NULL);
+    }
+    h_restart(&h);
+    an_close(h.client);
+    cr_assert_eq(an_connect(h.addr, NULL, &h.client), 0);
+    check_outcomes(ws, WRITERS, false);
+    for (int i = 0; i < WRITERS; i++) {
+        free(ws[i].ids);
+        free(ws[i].rcs);
+    }
+}
