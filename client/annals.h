@@ -9,6 +9,15 @@
  * the server said: the gRPC status, its detail text, and for a failed
  * expectation (AN_ECONFLICT) the stream and its actual version, as data.
  *
+ * Deadlines: a unary call gets the client's timeout as its gRPC deadline.
+ * Streaming calls (reads, the appender) have no deadline of their own, as
+ * they may rightly run for long; instead each wait for the server is
+ * bounded by the timeout (see an_iter_next, an_appender_open), and a
+ * server silent for longer gets the call cancelled with AN_EDEADLINE.
+ *
+ * Strings: a NULL string in a request is sent as "" (which the server
+ * rejects where a value is required).
+ *
  * Threads: an an_client may be used by any number of threads at once. An
  * an_iter or an an_appender belongs to one thread at a time.
  *
@@ -62,8 +71,14 @@ struct an_client_opts {
 
 /*
  * an_connect - a client for `target` ("host:port"), plaintext. Connects
- * lazily: an unreachable server shows as AN_EUNAVAIL on the first call.
- * opts may be NULL. Returns 0, AN_EINVAL, AN_ENOMEM. *out on success only.
+ * lazily: an unreachable server shows as AN_EUNAVAIL on the first call
+ * (calls fail fast; they do not wait for the server to come up). After a
+ * failed connect the client retries at most a second later, so polling
+ * an_health finds a server that has just started (or restarted). Each
+ * client has its own connection. The first call initialises gRPC and sets
+ * GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS=100 in the environment
+ * unless it is set already (see an_client.c). opts may be NULL. Returns 0, AN_EINVAL (NULL or empty
+ * target, negative timeout), AN_ENOMEM. *out on success only.
  */
 int an_connect(const char *target, const struct an_client_opts *opts, an_client **out);
 
@@ -116,6 +131,9 @@ struct an_append_result {
  * res and err may be NULL. Returns 0, or the code of the server's status
  * (AN_ECONFLICT with err->stream / err->actual_version, AN_EEXIST,
  * AN_ETOMBSTONED, AN_EINVAL, AN_ETOOBIG, AN_EUNAVAIL, AN_EDEADLINE, ...).
+ * The client itself checks only what it cannot encode: AN_EINVAL for a
+ * NULL array with a non-zero count (err->grpc_status 0); everything else
+ * (no streams, no events, ...) is sent for the server to judge.
  */
 int an_append(an_client *c, const struct an_stream_append *streams, size_t n_streams,
               struct an_append_result *res, struct an_error *err);
@@ -134,15 +152,24 @@ int an_delete_stream(an_client *c, const char *stream, enum an_expect expect,
  * Called once per submitted append, on the appender's own thread, with the
  * submit's correlation id and the outcome: rc 0 and res, or rc < 0 and err
  * (the AppendError the server sent, or the call's failure). Both pointers
- * are valid only during the callback.
+ * are valid only during the callback. Results may come in any order. The
+ * callback must not call an_appender_submit or an_appender_close (the
+ * thread that would make room for them is the one running it).
  */
 typedef void (*an_append_cb)(void *arg, uint64_t correlation_id, int rc,
                              const struct an_append_result *res, const struct an_error *err);
 
 /*
  * an_appender_open - opens one AppendStream call that keeps up to
- * max_in_flight appends in progress (0: 64). Returns 0, AN_EUNAVAIL,
- * AN_ENOMEM.
+ * max_in_flight appends in progress (0: 64; at most 65536, larger values
+ * are clamped). Waits, up to the client's timeout, until the call's
+ * headers are sent, so an unreachable server shows here. The call has no
+ * deadline; instead, while an append awaits its result (or close awaits
+ * the end), the server must produce a result within the client's timeout
+ * of the previous one, else the call is cancelled and every append left
+ * gets AN_EDEADLINE. cb is required, arg is passed to it. Returns 0,
+ * AN_EINVAL, AN_EUNAVAIL (or the code of the status that ended the call),
+ * AN_ENOMEM. *out on success only.
  */
 int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void *arg,
                      an_appender **out);
@@ -150,17 +177,21 @@ int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void
 /*
  * an_appender_submit - sends one append; blocks while max_in_flight are in
  * progress. *correlation_id (optional) gets its id (1, 2, ...). Returns 0,
- * or AN_EUNAVAIL / AN_ECANCELLED once the call has failed (then the
- * callback has run, or will run, with that code for every append left
- * without a result).
+ * or AN_EUNAVAIL / AN_ECANCELLED (or the code of the status that ended the
+ * call, e.g. AN_EDEADLINE) once the call has failed (then the callback has
+ * run, or will run, with that code for every append left without a
+ * result), or AN_EINVAL / AN_ENOMEM before anything was sent. On an error
+ * the append was not sent, no callback runs for it and no id is used.
  */
 int an_appender_submit(an_appender *a, const struct an_stream_append *streams, size_t n_streams,
                        uint64_t *correlation_id);
 
 /*
- * an_appender_close - half-closes the call, waits until every submitted
- * append has had its callback, frees the appender. Returns 0 when the call
- * ended OK, else its code. NULL ok.
+ * an_appender_close - half-closes the call (after the queued appends are
+ * sent), waits until every submitted append has had its callback and the
+ * call has ended, joins the appender's thread and frees the appender.
+ * Returns 0 when the call ended OK, else its code (AN_EINTERNAL if the
+ * server ended it OK while appends still lacked a result). NULL ok.
  */
 int an_appender_close(an_appender *a);
 
@@ -197,8 +228,10 @@ struct an_read_all_opts {
 
 /*
  * an_read_stream / an_read_all - start Queries.ReadStream / ReadAll and
- * return an iterator over the events. The call's errors (e.g. NOT_FOUND)
- * arrive through an_iter_next. Returns 0, AN_ENOMEM, AN_EINVAL.
+ * return an iterator over the events (caller owns; an_iter_free). The
+ * request is sent before return; the call's errors (e.g. NOT_FOUND,
+ * AN_EUNAVAIL) arrive through an_iter_next. Returns 0, AN_ENOMEM,
+ * AN_EINVAL (NULL opts, a NULL filter array or entry), AN_EINTERNAL.
  */
 int an_read_stream(an_client *c, const struct an_read_stream_opts *o, an_iter **out);
 int an_read_all(an_client *c, const struct an_read_all_opts *o, an_iter **out);
@@ -206,11 +239,15 @@ int an_read_all(an_client *c, const struct an_read_all_opts *o, an_iter **out);
 /*
  * an_iter_next - the next event: returns 1 and *ev (owned by the iterator,
  * valid until the next an_iter_next or an_iter_free), 0 at the end of the
- * read (status OK), or a negative code with err filled (optional).
+ * read (status OK), or a negative code with err filled (optional). After
+ * the end it keeps returning the same 0 or code. When the server sends
+ * nothing (neither the next message nor the status) within the client's
+ * timeout, the call is cancelled and the read fails with AN_EDEADLINE;
+ * time spent by the caller between calls does not count.
  */
 int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err);
 
-/* an_iter_free - cancels the call if it is still running. NULL ok. */
+/* an_iter_free - cancels the call if it is still running, frees. NULL ok. */
 void an_iter_free(an_iter *it);
 
 struct an_stream_info {
@@ -237,7 +274,8 @@ int an_health(an_client *c, bool *serving, struct an_error *err);
 /*
  * an_call_raw - a unary call with a raw request payload, for tests that
  * send malformed bytes: method like "/annals.v1.Commands/Append". The reply
- * payload is dropped. Returns the code of the status.
+ * payload is dropped. Returns the code of the status (AN_EUNIMPL for an
+ * unknown method).
  */
 int an_call_raw(an_client *c, const char *method, const void *payload, size_t len,
                 struct an_error *err);

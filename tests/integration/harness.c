@@ -92,11 +92,11 @@ static void spawn(struct harness *h, const char *const *extra)
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
             h->pid = 0;
-            cr_fatal("annalsd (%s) exited before it started; see %s", argv[0], log);
+            cr_assert_fail("annalsd (%s) exited before it started; see %s", argv[0], log);
         }
         sleep_ms(10);
     }
-    cr_fatal("annalsd did not start within 10 s; see %s", log);
+    cr_assert_fail("annalsd did not start within 10 s; see %s", log);
 }
 
 static const char *const *saved_extra;

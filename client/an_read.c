@@ -1,0 +1,294 @@
+/*
+ * an_read.c - libannals: the iterator over Queries.ReadStream / ReadAll.
+ *
+ * An iterator owns one server-streaming call and a pluck completion queue
+ * of its own. Starting the read sends the request in one batch (initial
+ * metadata, the message, half-close, and the receipt of the server's
+ * initial metadata) and returns at once. an_iter_next then receives one
+ * ReadResponse at a time (a batch of events the server chose) and hands
+ * its events out one by one; when the server has no more messages it
+ * receives the status, which ends the read with 0 or an error.
+ *
+ * Deadlines: a read may legitimately take far longer than the client's
+ * default deadline (a full ReadAll of a large store), so the call itself
+ * has none. Instead each wait inside an_iter_next, for the next message or
+ * for the status, is bounded by the client's timeout: when the server
+ * sends nothing for that long the call is cancelled with
+ * DEADLINE_EXCEEDED, and the read fails with AN_EDEADLINE. Time the caller
+ * spends between an_iter_next calls does not count (gRPC flow control
+ * holds the server back meanwhile).
+ *
+ * Tags: START, MSG and STATUS are the only batches, at most one of each in
+ * flight; every batch started is plucked exactly once (a pluck queue must
+ * be empty when it is destroyed), by the wait that needs it or by
+ * iter_reap.
+ */
+#include "an_int.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/slice.h>
+
+#include "annals/v1/queries.pb-c.h"
+
+enum { TAG_START = 1, TAG_MSG = 2, TAG_STATUS = 3, TAG_COUNT = 4 };
+
+#define TAG(t) ((void *)(uintptr_t)(t))
+
+struct an_iter {
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    int64_t timeout_ms;             /* per wait for the server */
+    bool pending[TAG_COUNT];        /* batch started and not yet plucked */
+    grpc_metadata_array md_initial; /* filled by START */
+    grpc_metadata_array md_trailing;
+    grpc_byte_buffer *rbuf;         /* filled by MSG */
+    grpc_status_code status;        /* filled by STATUS */
+    grpc_slice details;
+    Annals__V1__ReadResponse *batch; /* the events being handed out */
+    size_t next;                    /* index into batch->events */
+    bool done;                      /* the call is over: rc and err hold the outcome */
+    int rc;
+    struct an_error err;
+};
+
+/* Waits for tag's batch; cancels the call if the server is silent too long. */
+static void iter_wait(an_iter *it, int tag, bool bounded)
+{
+    grpc_event ev;
+
+    assert(it->pending[tag]);
+    ev = grpc_completion_queue_pluck(it->cq, TAG(tag),
+                                     bounded ? an__deadline(it->timeout_ms)
+                                             : gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                     NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        grpc_call_cancel_with_status(it->call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                     "libannals: no reply within the client's timeout", NULL);
+        ev = grpc_completion_queue_pluck(it->cq, TAG(tag), gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                         NULL);
+    }
+    assert(ev.type == GRPC_OP_COMPLETE);
+    it->pending[tag] = false;
+}
+
+/* Takes every batch still in flight off the queue; the call must be over. */
+static void iter_reap(an_iter *it)
+{
+    for (int t = 0; t < TAG_COUNT; t++) {
+        if (it->pending[t]) {
+            iter_wait(it, t, false);
+        }
+    }
+}
+
+static bool iter_start(an_iter *it, grpc_op *ops, size_t n, int tag)
+{
+    if (grpc_call_start_batch(it->call, ops, n, TAG(tag), NULL) != GRPC_CALL_OK) return false;
+    it->pending[tag] = true;
+    return true;
+}
+
+/* Ends the read with a client-side failure, cancelling the call. */
+static void iter_fail(an_iter *it, int code, const char *what)
+{
+    grpc_call_cancel(it->call, NULL);
+    iter_reap(it);
+    it->done = true;
+    it->rc = an__err_set(&it->err, code, 0, "%s", what);
+}
+
+/* The server has no more messages: receive the status. */
+static void iter_finish(an_iter *it)
+{
+    grpc_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &it->md_trailing;
+    op.data.recv_status_on_client.status = &it->status;
+    op.data.recv_status_on_client.status_details = &it->details;
+    if (!iter_start(it, &op, 1, TAG_STATUS)) {
+        iter_fail(it, AN_EINTERNAL, "cannot start RECV_STATUS_ON_CLIENT");
+        return;
+    }
+    iter_wait(it, TAG_STATUS, true);
+    iter_reap(it);
+    it->done = true;
+    it->rc = an__err_from_status(&it->err, it->status, it->details, &it->md_trailing);
+}
+
+/* Receives the next ReadResponse into it->batch, or finishes the read. */
+static void iter_recv(an_iter *it)
+{
+    grpc_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &it->rbuf;
+    if (!iter_start(it, &op, 1, TAG_MSG)) {
+        iter_fail(it, AN_EINTERNAL, "cannot start RECV_MESSAGE");
+        return;
+    }
+    iter_wait(it, TAG_MSG, true);
+    if (!it->rbuf) {
+        iter_finish(it);
+        return;
+    }
+    it->batch = (Annals__V1__ReadResponse *)an__unpack(&annals__v1__read_response__descriptor,
+                                                       it->rbuf);
+    grpc_byte_buffer_destroy(it->rbuf);
+    it->rbuf = NULL;
+    it->next = 0;
+    if (!it->batch) {
+        iter_fail(it, AN_EINTERNAL, "malformed ReadResponse");
+    }
+}
+
+int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err)
+{
+    if (!it || !ev) return an__err_set(err, AN_EINVAL, 0, "iterator or ev is NULL");
+    for (;;) {
+        if (it->batch && it->next < it->batch->n_events) {
+            *ev = it->batch->events[it->next++];
+            return 1;
+        }
+        if (it->batch) {
+            annals__v1__read_response__free_unpacked(it->batch, NULL);
+            it->batch = NULL;
+        }
+        if (it->done) {
+            if (it->rc && err) {
+                *err = it->err;
+            }
+            return it->rc;
+        }
+        iter_recv(it);
+    }
+}
+
+void an_iter_free(an_iter *it)
+{
+    if (!it) return;
+    if (it->call) {
+        if (!it->done) {
+            grpc_call_cancel(it->call, NULL);
+        }
+        iter_reap(it);
+        grpc_call_unref(it->call);
+    }
+    if (it->batch) {
+        annals__v1__read_response__free_unpacked(it->batch, NULL);
+    }
+    grpc_byte_buffer_destroy(it->rbuf);
+    grpc_slice_unref(it->details);
+    grpc_metadata_array_destroy(&it->md_initial);
+    grpc_metadata_array_destroy(&it->md_trailing);
+    an__cq_free(it->cq, true);
+    free(it);
+}
+
+/*
+ * iter_open - starts `method` with the request `req` and returns the
+ * iterator. The request is packed before return (borrowed).
+ */
+static int iter_open(an_client *c, const char *method, const ProtobufCMessage *req, an_iter **out)
+{
+    an_iter *it;
+    grpc_byte_buffer *bb = NULL;
+    grpc_op ops[4];
+    int rc;
+
+    it = calloc(1, sizeof(*it));
+    if (!it) return AN_ENOMEM;
+    it->timeout_ms = c->timeout_ms;
+    it->details = grpc_empty_slice();
+    grpc_metadata_array_init(&it->md_initial);
+    grpc_metadata_array_init(&it->md_trailing);
+    it->cq = grpc_completion_queue_create_for_pluck(NULL);
+    if (!it->cq) {
+        rc = AN_ENOMEM;
+        goto out_free;
+    }
+    it->call = an__call_new(c, it->cq, method, gpr_inf_future(GPR_CLOCK_MONOTONIC));
+    if (!it->call) {
+        rc = AN_EINTERNAL;
+        goto out_free;
+    }
+    bb = an__pack(req);
+    if (!bb) {
+        rc = AN_ENOMEM;
+        goto out_free;
+    }
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &it->md_initial;
+    if (!iter_start(it, ops, 4, TAG_START)) {
+        rc = AN_EINTERNAL;
+        goto out_free;
+    }
+    grpc_byte_buffer_destroy(bb);
+    *out = it;
+    return 0;
+
+out_free:
+    grpc_byte_buffer_destroy(bb);
+    an_iter_free(it);
+    return rc;
+}
+
+int an_read_stream(an_client *c, const struct an_read_stream_opts *o, an_iter **out)
+{
+    Annals__V1__ReadStreamRequest req = ANNALS__V1__READ_STREAM_REQUEST__INIT;
+    Annals__V1__AsOf as_of;
+
+    if (!c || !o || !out) return AN_EINVAL;
+    req.stream = (char *)(uintptr_t)(o->stream ? o->stream : "");
+    req.from_version = o->from_version;
+    req.direction = o->backwards ? ANNALS__V1__DIRECTION__BACKWARDS
+                                 : ANNALS__V1__DIRECTION__FORWARDS;
+    req.max_count = o->max_count;
+    req.as_of = an__as_of(&o->as_of, &as_of);
+    req.from_end = o->from_end;
+    return iter_open(c, AN__M_READ_STREAM, &req.base, out);
+}
+
+int an_read_all(an_client *c, const struct an_read_all_opts *o, an_iter **out)
+{
+    Annals__V1__ReadAllRequest req = ANNALS__V1__READ_ALL_REQUEST__INIT;
+    Annals__V1__Filter filter = ANNALS__V1__FILTER__INIT;
+    Annals__V1__AsOf as_of;
+
+    if (!c || !o || !out) return AN_EINVAL;
+    if ((o->n_stream_prefixes && !o->stream_prefixes) || (o->n_event_types && !o->event_types)) {
+        return AN_EINVAL;
+    }
+    for (size_t i = 0; i < o->n_stream_prefixes; i++) {
+        if (!o->stream_prefixes[i]) return AN_EINVAL;
+    }
+    for (size_t i = 0; i < o->n_event_types; i++) {
+        if (!o->event_types[i]) return AN_EINVAL;
+    }
+    req.from_position = o->from_position;
+    req.direction = o->backwards ? ANNALS__V1__DIRECTION__BACKWARDS
+                                 : ANNALS__V1__DIRECTION__FORWARDS;
+    req.max_count = o->max_count;
+    req.from_end = o->from_end;
+    req.as_of = an__as_of(&o->as_of, &as_of);
+    if (o->n_stream_prefixes || o->n_event_types) {
+        /* protobuf-c only reads the strings; the casts drop const. */
+        filter.n_stream_prefixes = o->n_stream_prefixes;
+        filter.stream_prefixes = (char **)(uintptr_t)o->stream_prefixes;
+        filter.n_event_types = o->n_event_types;
+        filter.event_types = (char **)(uintptr_t)o->event_types;
+        req.filter = &filter;
+    }
+    return iter_open(c, AN__M_READ_ALL, &req.base, out);
+}
