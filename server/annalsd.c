@@ -294,6 +294,7 @@ int main(int argc, char **argv)
     pthread_detach(t2);
     say_info("main", "msg=\"stopping\" signal=%d", sig);
     srv_shutdown(s, 3000);
+    srv_log_totals(s);
     srv_free(s);
     say_info("main", "msg=\"stopped\"");
     return 0;

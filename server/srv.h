@@ -51,7 +51,12 @@ void srv_shutdown(srv *s, int grace_ms);
 /* srv_free - frees a server after srv_shutdown. NULL ok. */
 void srv_free(srv *s);
 
-/* srv_stats_line - logs one stats line (appends/s, batch size, ...). */
+/* srv_log_stats - logs one stats line: appends, events and commits since
+ * the last line, the mean group-commit batch, head, readers. Main thread. */
 void srv_log_stats(srv *s);
+
+/* srv_log_totals - logs the totals since start (msg="totals"), e.g. for
+ * benchmarks that read the writer's mean batch size. */
+void srv_log_totals(srv *s);
 
 #endif /* SRV_H */

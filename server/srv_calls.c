@@ -128,7 +128,13 @@ static void astream_pump(struct srv_call *c)
     if (as->half_closed && !as->sending && !as->out_head && as->in_progress == 0 &&
         !as->reading) {
         as->finished = true;
-        srv_reply(c, NULL, GRPC_STATUS_OK, NULL, NULL, 0);
+        if (as->end_code) {
+            srv_reply_code(c, as->end_code,
+                           "the server is shutting down; requests without a result were not "
+                           "written");
+        } else {
+            srv_reply(c, NULL, GRPC_STATUS_OK, NULL, NULL, 0);
+        }
     }
 }
 
@@ -171,6 +177,12 @@ void srv_astream_result(struct srv_call *c, struct srv_wreq *w)
     pthread_mutex_lock(&c->mu);
     if (c->as.finished) {
         c->as.in_progress--;
+    } else if (op->rc == AN_EUNAVAIL) {
+        /* refused at shutdown, nothing written: no result, the call ends
+         * UNAVAILABLE once the results owed are out */
+        c->as.in_progress--;
+        c->as.end_code = AN_EUNAVAIL;
+        c->as.half_closed = true;
     } else if (op->rc) {
         const char *stream =
             op->rc == AN_ECONFLICT ? op->append->streams[op->conflict_stream]->stream : NULL;
@@ -233,7 +245,13 @@ static void astream_on_read(struct srv_call *c, bool ok)
         if (rc) {
             w->stream_req = NULL;
             srv_wreq_free(w);
-            snprintf(detail, sizeof(detail), "the server is shutting down; nothing was written");
+            c->as.in_progress--;
+            c->as.end_code = AN_EUNAVAIL;
+            c->as.half_closed = true;
+            annals__v1__append_stream_request__free_unpacked(req, NULL);
+            astream_pump(c);
+            pthread_mutex_unlock(&c->mu);
+            return;
         }
     }
     if (rc) {

@@ -82,6 +82,7 @@ struct srv_astream {
     bool half_closed;           /* the client closed its side */
     bool sending;               /* a SEND_MESSAGE is in flight */
     bool finished;              /* the final status was started */
+    int end_code;               /* end with this status once drained (shutdown) */
     struct srv_out *out_head;   /* results waiting to be sent */
     struct srv_out *out_tail;
 };

@@ -474,3 +474,12 @@ void srv_log_stats(srv *s)
     last_commits = c;
     last_batched = b;
 }
+
+void srv_log_totals(srv *s)
+{
+    unsigned long long a = atomic_load(&s->st_appends);
+    unsigned long long c = atomic_load(&s->st_commits);
+    say_info("stats", "msg=\"totals\" appends=%llu events=%llu commits=%llu mean_batch=%.2f",
+             a, (unsigned long long)atomic_load(&s->st_events), c,
+             c ? (double)atomic_load(&s->st_batched) / (double)c : 0.0);
+}
