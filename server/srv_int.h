@@ -158,6 +158,14 @@ struct srv {
     bool w_stop;
     pthread_t writer;
 
+    /* answered requests on their way to the replier: guarded by rmu */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcond;
+    struct srv_wreq *rq_head;
+    struct srv_wreq *rq_tail;
+    bool r_stop;
+    pthread_t replier;
+
     /* statistics (writer thread writes, stats line reads) */
     atomic_ullong st_appends;
     atomic_ullong st_events;

@@ -314,6 +314,8 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     }
     pthread_mutex_init(&s->wmu, NULL);
     pthread_cond_init(&s->wcond, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_cond_init(&s->rcond, NULL);
 
     snprintf(logdir, sizeof(logdir), "%s/log", cfg->data_dir);
     struct log_cfg lc = {
@@ -391,6 +393,8 @@ out_grpc:
 out_free:
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->wcond);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->rcond);
     free(s);
     return rc;
 }
@@ -446,6 +450,8 @@ void srv_free(srv *s)
     log_close(s->log);
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->wcond);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->rcond);
     free(s);
     grpc_shutdown();
 }

@@ -9,9 +9,13 @@
  * transaction. A request is answered only once its commit is durable
  * (log.h, "Durability argument"): batch k is answered after batch k+1 has
  * committed, whose data sync made k's meta page durable; when nothing
- * else is queued the writer calls log_sync and answers at once. The writer
- * starts the reply batches itself (grpc_call_start_batch is thread-safe),
- * so no CQ thread waits on it, and it never waits on a client.
+ * else is queued the writer calls log_sync and answers at once.
+ *
+ * Answering (packing each reply and starting its gRPC batch) costs tens of
+ * microseconds per request, which on the writer thread would hold up the
+ * next commit; so the writer hands each durable batch, as one list, to the
+ * replier thread, which starts the reply batches (grpc_call_start_batch is
+ * thread-safe). Neither thread ever waits on a client.
  */
 #include "srv_int.h"
 
@@ -148,7 +152,7 @@ static void answer(struct srv_wreq *w)
     srv_wreq_free(w);
 }
 
-static void answer_list(struct srv_wreq *w)
+static void answer_now(struct srv_wreq *w)
 {
     while (w) {
         struct srv_wreq *n = w->next;
@@ -157,13 +161,54 @@ static void answer_list(struct srv_wreq *w)
     }
 }
 
-static void fail_list(struct srv_wreq *w, int code, const char *detail)
+/* Hands a list of answered requests to the replier thread. */
+static void answer_list(struct srv *s, struct srv_wreq *head)
+{
+    if (!head) {
+        return;
+    }
+    struct srv_wreq *tail = head;
+    while (tail->next) {
+        tail = tail->next;
+    }
+    pthread_mutex_lock(&s->rmu);
+    if (s->rq_tail) {
+        s->rq_tail->next = head;
+    } else {
+        s->rq_head = head;
+    }
+    s->rq_tail = tail;
+    pthread_cond_signal(&s->rcond);
+    pthread_mutex_unlock(&s->rmu);
+}
+
+static void *replier_main(void *arg)
+{
+    struct srv *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->rmu);
+        while (!s->rq_head && !s->r_stop) {
+            pthread_cond_wait(&s->rcond, &s->rmu);
+        }
+        struct srv_wreq *list = s->rq_head;
+        s->rq_head = s->rq_tail = NULL;
+        bool stop = s->r_stop;
+        pthread_mutex_unlock(&s->rmu);
+        answer_now(list);
+        if (stop && !list) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void fail_list(struct srv *s, struct srv_wreq *w, int code, const char *detail)
 {
     for (struct srv_wreq *x = w; x; x = x->next) {
         x->op.rc = code;
         snprintf(x->op.detail, LOG_DETAIL_MAX, "%s", detail);
     }
-    answer_list(w);
+    answer_list(s, w);
 }
 
 /* ---- the loop ---- */
@@ -192,9 +237,9 @@ static void *writer_main(void *arg)
             int rc = log_sync(s->log);
             if (rc) {
                 say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
-                fail_list(pending, AN_EIO, "the commit could not be made durable");
+                fail_list(s, pending, AN_EIO, "the commit could not be made durable");
             } else {
-                answer_list(pending);
+                answer_list(s, pending);
             }
             pending = pending_tail = NULL;
             continue;
@@ -220,21 +265,24 @@ static void *writer_main(void *arg)
         /* drop what cannot be answered usefully: nothing is written for it */
         gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
         size_t m = 0;
+        struct srv_wreq *dropped = NULL;
         for (size_t i = 0; i < n; i++) {
             struct srv_wreq *w = items[i];
             if (gpr_time_cmp(w->call->deadline, now) < 0) {
                 w->op.rc = AN_EDEADLINE;
                 snprintf(w->op.detail, LOG_DETAIL_MAX,
                          "the deadline passed before the writer took the request");
-                answer(w);
             } else if (atomic_load(&w->call->closed)) {
                 w->op.rc = AN_ECANCELLED;
                 snprintf(w->op.detail, LOG_DETAIL_MAX, "the call was cancelled");
-                answer(w);
             } else {
                 items[m++] = w;
+                continue;
             }
+            w->next = dropped;
+            dropped = w;
         }
+        answer_list(s, dropped);
         if (m == 0) {
             continue;
         }
@@ -261,13 +309,22 @@ static void *writer_main(void *arg)
         }
         /* the earlier batch is durable now if this one committed */
         if (pending && log_durable_seq(s->log) >= pending_seq) {
-            answer_list(pending);
+            answer_list(s, pending);
             pending = pending_tail = NULL;
         }
-        for (size_t i = 0; i < m; i++) {
+        struct srv_wreq *ready = NULL;
+        for (size_t i = m; i-- > 0;) {
             struct srv_wreq *w = items[i];
             if (log_durable_seq(s->log) >= w->op.seq) {
-                answer(w);
+                w->next = ready;
+                ready = w;
+                items[i] = NULL;
+            }
+        }
+        answer_list(s, ready);
+        for (size_t i = 0; i < m; i++) {
+            struct srv_wreq *w = items[i];
+            if (!w) {
                 continue;
             }
             w->next = NULL;
@@ -287,7 +344,18 @@ static void *writer_main(void *arg)
 
 int srv_writer_start(struct srv *s)
 {
-    return pthread_create(&s->writer, NULL, writer_main, s) ? AN_EINTERNAL : 0;
+    if (pthread_create(&s->replier, NULL, replier_main, s)) {
+        return AN_EINTERNAL;
+    }
+    if (pthread_create(&s->writer, NULL, writer_main, s)) {
+        pthread_mutex_lock(&s->rmu);
+        s->r_stop = true;
+        pthread_cond_signal(&s->rcond);
+        pthread_mutex_unlock(&s->rmu);
+        pthread_join(s->replier, NULL);
+        return AN_EINTERNAL;
+    }
+    return 0;
 }
 
 void srv_writer_stop(struct srv *s)
@@ -300,6 +368,11 @@ void srv_writer_stop(struct srv *s)
     s->w_stop = true;
     pthread_cond_signal(&s->wcond);
     pthread_mutex_unlock(&s->wmu);
-    fail_list(q, AN_EUNAVAIL, "the server is shutting down; nothing was written");
+    fail_list(s, q, AN_EUNAVAIL, "the server is shutting down; nothing was written");
     pthread_join(s->writer, NULL);
+    pthread_mutex_lock(&s->rmu);
+    s->r_stop = true;
+    pthread_cond_signal(&s->rcond);
+    pthread_mutex_unlock(&s->rmu);
+    pthread_join(s->replier, NULL);
 }
