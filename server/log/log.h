@@ -10,24 +10,26 @@
  * One LMDB environment (DIR/data.mdb) with these sub-databases:
  *
  *   events   u64 global position (MDB_INTEGERKEY) -> the packed RecordedEvent,
- *            exactly the bytes a read hands to gRPC. Always written with
- *            MDB_APPEND: positions are 1-based and gap-free.
+ *            exactly the bytes a read hands to gRPC, behind a small header
+ *            (the run record, for the first event of a run). Always written
+ *            with MDB_APPEND: positions are 1-based and gap-free.
  *   ids      16-byte event id -> u64 position. Ids are unique forever. The
  *            server makes UUIDv7 ids (time-ordered), so their inserts stay
  *            near the right edge of the tree instead of dirtying a random
  *            page per event.
  *   streams  stream name -> its head (32 bytes): stream id (the position
  *            of its first event), last version, latest run, latest deletion.
- *   runs     position -> run: the events one append gave one stream
- *            (consecutive versions at consecutive positions), linked to the
- *            stream's earlier runs by a parent and a skew-binary jump, so
- *            any version is found in O(log n) lookups. Append-only.
+ *   (runs)   a run is the events one append gave one stream (consecutive
+ *            versions at consecutive positions); its record, in the header
+ *            of its first event, links it to the stream's earlier runs by a
+ *            parent and a skew-binary jump, so any version is found in
+ *            O(log n) lookups.
  *   dels     (stream id, position) -> one soft delete or tombstone, so reads
  *            as of any point know which versions were visible then.
  *   meta     the format name.
  *
  * What an append to an existing stream writes: the sequential tails of
- * `events`, `ids` and `runs`, and one 32-byte row of `streams`, a table with
+ * `events` and `ids`, and one 32-byte row of `streams`, a table with
  * one small row per stream and so far denser than any per-event index. A
  * naive layout instead dirties a random leaf of a per-event index and one of
  * a stream table for each event. log_index.c has the details.
@@ -58,8 +60,11 @@
  * So a commit is acknowledged only when it is durable: log_commit() reports
  * each commit's sequence number and log_durable_seq() the latest durable
  * one. A writer under load acknowledges batch k right after committing batch
- * k+1 (one sync per batch); a writer whose queue is empty calls log_sync()
- * and acknowledges at once (two syncs, as LMDB's default). Readers are
+ * k+1 (one sync per batch). A writer with nothing else queued commits with
+ * log_commit_durable(), which switches MDB_NOMETASYNC off for that one
+ * commit (LMDB allows it between transactions and keeps its O_DSYNC meta
+ * descriptor open for it), and acknowledges at once: two syncs, as LMDB's
+ * default. Readers are
  * bounded by the durable head as well (log_reader_head), so no client ever
  * sees an event that a power loss could take back.
  *
@@ -202,6 +207,15 @@ int log_validate_delete(const log_env *env, const Annals__V1__DeleteStreamReques
  * Writer thread only.
  */
 int log_commit(log_env *env, struct log_op *ops, size_t n_ops, uint64_t *seq_out);
+
+/*
+ * log_commit_durable - log_commit whose commit is durable on return, at
+ * LMDB's default cost (data sync, then the meta page written with O_DSYNC)
+ * instead of a commit plus a log_sync (two fdatasyncs). For a writer whose
+ * queue holds nothing else, e.g. a lone client: its ops can be answered at
+ * once. Writer thread only.
+ */
+int log_commit_durable(log_env *env, struct log_op *ops, size_t n_ops, uint64_t *seq_out);
 
 /*
  * log_sync - makes every commit so far durable (one fdatasync) and advances

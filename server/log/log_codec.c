@@ -132,6 +132,15 @@ int log_event_peek(const uint8_t *packed, size_t len, struct log_event *out)
     return 0;
 }
 
+int log__peek_value(const void *data, size_t size, struct log_event *out)
+{
+    const uint8_t *p = data;
+    if (size < 1 || (p[0] != 0 && p[0] != LOG__RUN_BYTES) || size < 1u + p[0]) {
+        return AN_ECORRUPT;
+    }
+    return log_event_peek(p + 1 + p[0], size - 1 - p[0], out);
+}
+
 /* ---- UTF-8 ---- */
 
 bool log_utf8_valid(const char *s, size_t len)

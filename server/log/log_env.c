@@ -20,7 +20,7 @@
 
 #define LOG__MAP_DEFAULT (64ull << 20)
 #define LOG__MAP_STEP_MAX (1ull << 30)
-#define LOG__FORMAT "annals-log-2"
+#define LOG__FORMAT "annals-log-3"
 
 /* ---- errors ---- */
 
@@ -110,7 +110,6 @@ static int open_dbs(log_env *env, char *detail)
     unsigned cf = MDB_CREATE;
     if ((rc = mdb_dbi_open(txn, "events", cf | MDB_INTEGERKEY, &env->dbi_events)) ||
         (rc = mdb_dbi_open(txn, "streams", cf, &env->dbi_streams)) ||
-        (rc = mdb_dbi_open(txn, "runs", cf | MDB_INTEGERKEY, &env->dbi_runs)) ||
         (rc = mdb_dbi_open(txn, "dels", cf, &env->dbi_dels)) ||
         (rc = mdb_dbi_open(txn, "ids", cf, &env->dbi_ids))) {
         goto out_abort;
@@ -124,7 +123,7 @@ static int open_dbs(log_env *env, char *detail)
     rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
     if (rc == 0) {
         struct log_event ev;
-        if (k.mv_size != 8 || log_event_peek(v.mv_data, v.mv_size, &ev)) {
+        if (k.mv_size != 8 || log__peek_value(v.mv_data, v.mv_size, &ev)) {
             log__detail(detail, "%s: the last event cannot be decoded", env->dir);
             mdb_cursor_close(c);
             mdb_txn_abort(txn);

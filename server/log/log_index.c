@@ -9,10 +9,10 @@
  *            row per stream, rewritten on every append to the stream: the
  *            table stays dense (about 70 rows a page), so a commit touching
  *            many random streams dirties few pages of it.
- *   runs     position of a run's first event (MDB_INTEGERKEY) -> run. A
- *            run is the events one append gave one stream: consecutive
- *            versions at consecutive positions. Runs are only ever
- *            appended, so this table grows at its right edge like `events`.
+ *   runs     a run is the events one append gave one stream: consecutive
+ *            versions at consecutive positions. Its record rides in a small
+ *            header of its first event's value in `events` (log_int.h), so
+ *            it costs no tree of its own and is written with the event.
  *   dels     (stream id BE, position BE) -> (last version, tombstone), one
  *            per soft delete or tombstone. Rare.
  *
@@ -24,7 +24,7 @@
  * otherwise it jumps to its parent. Depths of jumps then follow the skew
  * binary numbers, and the last run whose first version (or first position)
  * is at or below a target is found in O(log n) hops from the latest run,
- * each hop one lookup in `runs`. Appending needs only the parent and the
+ * each hop one lookup in `events`. Appending needs only the parent and the
  * parent's jump, both already near the head.
  */
 #include "log_int.h"
@@ -65,14 +65,14 @@ int log__run_get(const log_env *env, MDB_txn *txn, uint64_t pos, struct log__run
 {
     MDB_val k = {.mv_size = 8, .mv_data = &pos};
     MDB_val v;
-    int rc = mdb_get(txn, env->dbi_runs, &k, &v);
+    int rc = mdb_get(txn, env->dbi_events, &k, &v);
     if (rc) {
-        return rc == MDB_NOTFOUND ? AN_ECORRUPT : log__from_mdb(rc, "runs", NULL);
+        return rc == MDB_NOTFOUND ? AN_ECORRUPT : log__from_mdb(rc, "events", NULL);
     }
-    if (v.mv_size != LOG__RUN_BYTES) {
+    if (v.mv_size < 1 + LOG__RUN_BYTES || ((const uint8_t *)v.mv_data)[0] != LOG__RUN_BYTES) {
         return AN_ECORRUPT;
     }
-    const uint8_t *p = v.mv_data;
+    const uint8_t *p = (const uint8_t *)v.mv_data + 1;
     r->position = pos;
     r->sid = log__le64_get(p);
     r->first_version = log__le64_get(p + 8);

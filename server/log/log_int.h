@@ -32,7 +32,10 @@ struct log__head {
     uint64_t last_del;        /* position of its latest deletion; 0: none */
 };
 
-/* runs: position -> run */
+/*
+ * A stored event: events[position] = [u8 h][h bytes: the run record when
+ * the event starts a run, else none (h == 0)][packed RecordedEvent].
+ */
 #define LOG__RUN_BYTES 52u
 struct log__run {
     uint64_t position;        /* of its first event (the key) */
@@ -73,7 +76,8 @@ void log__run_encode(const struct log__run *r, uint8_t out[LOG__RUN_BYTES]);
 /* The head of a stream: 0, AN_ENOTFOUND, AN_ECORRUPT. */
 int log__head_get(const log_env *env, MDB_txn *txn, const char *name, size_t len,
                   struct log__head *h);
-/* The run starting at pos: 0, AN_ECORRUPT (missing or malformed). */
+/* The run starting at pos (read from the header of the event there): 0,
+ * AN_ECORRUPT (missing, or that event starts no run). */
 int log__run_get(const log_env *env, MDB_txn *txn, uint64_t pos, struct log__run *r);
 /* Fills r's depth, parent and jump for a run appended after `parent` (NULL:
  * the stream's first run). */
@@ -99,7 +103,6 @@ struct log_env {
     MDB_env *mdb;
     MDB_dbi dbi_events;
     MDB_dbi dbi_streams;
-    MDB_dbi dbi_runs;
     MDB_dbi dbi_dels;
     MDB_dbi dbi_ids;
     char *dir;
@@ -121,6 +124,7 @@ struct log_env {
     int64_t w_last_ts;            /* recorded_at of w_head's event */
     uint64_t w_seq;               /* last commit's sequence number */
     uint64_t w_pending_head;      /* head of the last commit, maybe not durable */
+    bool w_durable;               /* log_commit_durable is running */
     uint64_t w_uuid_ms;           /* UUIDv7 monotonic state */
     unsigned w_uuid_seq;
     uint64_t w_rng;               /* xorshift state for UUID randomness */
@@ -158,6 +162,9 @@ void log__detail(char *detail, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* ---- codec (log_codec.c) ---- */
+
+/* log_event_peek of a stored events value (skips its run header). */
+int log__peek_value(const void *data, size_t size, struct log_event *out);
 
 /* Fresh UUIDv7 into out[16]; writer state. */
 void log__uuid7(log_env *env, uint8_t out[16]);

@@ -34,7 +34,7 @@ static int event_get(MDB_cursor *c, uint64_t pos, bool next, struct log_event *e
         return AN_ECORRUPT;
     }
     memcpy(&got, k.mv_data, 8);
-    if (got != pos || log_event_peek(v.mv_data, v.mv_size, ev) || ev->position != pos) {
+    if (got != pos || log__peek_value(v.mv_data, v.mv_size, ev) || ev->position != pos) {
         return AN_ECORRUPT;
     }
     return 0;
@@ -254,7 +254,7 @@ static int read_backward(log_reader *rd, const struct log__sstate *st, int64_t v
                 if (rc == 0 && k.mv_size == 8) {
                     memcpy(&got, k.mv_data, 8);
                 }
-                if (rc || got != pos || log_event_peek(val.mv_data, val.mv_size, &ev)) {
+                if (rc || got != pos || log__peek_value(val.mv_data, val.mv_size, &ev)) {
                     rc = AN_ECORRUPT;
                     goto out;
                 }
@@ -435,7 +435,7 @@ int log_read_all(log_reader *rd, const struct log_all_read *q, log_event_fn fn, 
             if (rc == 0 && k.mv_size == 8) {
                 memcpy(&got, k.mv_data, 8);
             }
-            if (rc || got != pos || log_event_peek(v.mv_data, v.mv_size, &ev)) {
+            if (rc || got != pos || log__peek_value(v.mv_data, v.mv_size, &ev)) {
                 goto out_corrupt;
             }
             op = MDB_NEXT;
@@ -467,7 +467,7 @@ int log_read_all(log_reader *rd, const struct log_all_read *q, log_event_fn fn, 
         if (rc == 0 && k.mv_size == 8) {
             memcpy(&got, k.mv_data, 8);
         }
-        if (rc || got != pos || log_event_peek(v.mv_data, v.mv_size, &ev)) {
+        if (rc || got != pos || log__peek_value(v.mv_data, v.mv_size, &ev)) {
             goto out_corrupt;
         }
         op = MDB_PREV;
@@ -529,7 +529,7 @@ int log_verify(log_env *env, log_progress_fn progress, void *arg, char *detail)
             rc = AN_ECORRUPT;
             goto out;
         }
-        if (log_event_peek(v.mv_data, v.mv_size, &ev) || ev.position != pos ||
+        if (log__peek_value(v.mv_data, v.mv_size, &ev) || ev.position != pos ||
             ev.id_len != LOG_ID_BYTES) {
             log__detail(detail, "event at position %llu cannot be decoded",
                         (unsigned long long)pos);

@@ -6,8 +6,8 @@
  *   1. checks, reading only: event ids (exact retry or conflict), the
  *      streams' tombstones and expectations. A failure sets op->rc and the
  *      op writes nothing.
- *   2. puts: events (MDB_APPEND, packed in place with MDB_RESERVE), ids,
- *      one run per stream (MDB_APPEND) and the stream's head row.
+ *   2. puts: events (MDB_APPEND, packed in place with MDB_RESERVE; a run's
+ *      record in its first event's header), ids, and each stream's head row.
  * After phase 1 passes, phase 2 can fail only for reasons that doom the
  * whole transaction (map full, I/O), so one op never leaves another half
  * done. Those reasons abort the transaction and re-run the batch: after
@@ -310,7 +310,7 @@ static int event_at(struct wtxn *w, uint64_t pos, struct log_event *ev)
     if (rc) {
         return rc == MDB_NOTFOUND ? AN_ECORRUPT : log__from_mdb(rc, "read", NULL);
     }
-    return log_event_peek(v.mv_data, v.mv_size, ev);
+    return log__peek_value(v.mv_data, v.mv_size, ev);
 }
 
 /*
@@ -409,7 +409,8 @@ static int put_head(struct wtxn *w, const char *stream, const struct log__head *
 #define WFAIL(rc) return (rc)
 
 static int put_event(struct wtxn *w, const struct log_op *op, const char *stream, uint64_t version,
-                     uint64_t pos, int64_t ts, const Annals__V1__EventData *e)
+                     uint64_t pos, int64_t ts, const Annals__V1__EventData *e,
+                     const struct log__run *run)
 {
     log_env *env = w->env;
     uint8_t fresh[LOG_ID_BYTES];
@@ -449,13 +450,20 @@ static int put_event(struct wtxn *w, const struct log_op *op, const char *stream
     rec.recorded_at_unix_nanos = ts;
     rec.principal = (char *)(op->principal ? op->principal : "");
 
-    MDB_val pv = {.mv_size = annals__v1__recorded_event__get_packed_size(&rec)};
+    size_t h = run ? LOG__RUN_BYTES : 0;
+    size_t packed = annals__v1__recorded_event__get_packed_size(&rec);
+    MDB_val pv = {.mv_size = 1 + h + packed};
     rc = mdb_put(w->txn, env->dbi_events, &pk, &pv, MDB_APPEND | MDB_RESERVE);
     if (rc) {
         WFAIL(rc);
     }
-    size_t n = annals__v1__recorded_event__pack(&rec, pv.mv_data);
-    assert(n == pv.mv_size);
+    uint8_t *out = pv.mv_data;
+    out[0] = (uint8_t)h;
+    if (run) {
+        log__run_encode(run, out + 1);
+    }
+    size_t n = annals__v1__recorded_event__pack(&rec, out + 1 + h);
+    assert(n == packed);
     (void)n;
     return 0;
 }
@@ -489,16 +497,9 @@ static int put_run(struct wtxn *w, const struct log_op *op, const char *stream,
     }
     run.sid = st->sid;
     for (size_t j = 0; j < n; j++) {
-        if ((rc = put_event(w, op, stream, fv + j, pos + j, ts, events[j]))) {
+        if ((rc = put_event(w, op, stream, fv + j, pos + j, ts, events[j], j ? NULL : &run))) {
             WFAIL(rc);
         }
-    }
-    uint8_t rb[LOG__RUN_BYTES];
-    log__run_encode(&run, rb);
-    MDB_val k = {.mv_size = 8, .mv_data = &pos};
-    MDB_val v = {.mv_size = sizeof(rb), .mv_data = rb};
-    if ((rc = mdb_put(w->txn, env->dbi_runs, &k, &v, MDB_APPEND))) {
-        WFAIL(rc);
     }
     st->run = run;
     st->last_version = (int64_t)(fv + n - 1);
@@ -820,7 +821,14 @@ retry:;
         *to = limit;
         return 0;
     }
+    if (env->w_durable) {
+        /* LMDB writes this meta page with O_DSYNC: durable on return */
+        mdb_env_set_flags(env->mdb, MDB_NOMETASYNC, 0);
+    }
     rc = mdb_txn_commit(w.txn);
+    if (env->w_durable) {
+        mdb_env_set_flags(env->mdb, MDB_NOMETASYNC, 1);
+    }
     if (rc == MDB_MAP_FULL && log__grow(env, detail) == 0) {
         goto retry;
     }
@@ -835,6 +843,10 @@ retry:;
     }
     env->w_last_ts = w.last_ts;
     publish_commit(env, w.head);
+    if (env->w_durable) {
+        atomic_store_explicit(&env->durable_seq, env->w_seq, memory_order_release);
+        atomic_store_explicit(&env->durable_head, w.head, memory_order_release);
+    }
     *to = limit;
     return 0;
 }
@@ -879,6 +891,22 @@ int log_commit(log_env *env, struct log_op *ops, size_t n_ops, uint64_t *seq_out
     }
     if (seq_out) {
         *seq_out = env->w_seq != seq_before ? env->w_seq : 0;
+    }
+    return rc;
+}
+
+int log_commit_durable(log_env *env, struct log_op *ops, size_t n_ops, uint64_t *seq_out)
+{
+    env->w_durable = true;
+    int rc = log_commit(env, ops, n_ops, seq_out);
+    env->w_durable = false;
+    if (atomic_load(&env->durable_seq) < env->w_seq) {
+        /* nothing was committed, but the answers reflect a commit that is
+         * not durable yet */
+        int src = log_sync(env);
+        if (src && !rc) {
+            rc = src;
+        }
     }
     return rc;
 }
