@@ -443,7 +443,8 @@ static double engine_rate(const char *base, double batch, uint64_t events)
             sa[i].expected_version = (uint64_t)ver[i];
             ops[i] = (struct log_op){.append = &rq[i], .streams = &res[i]};
         }
-        if ((rc = log_commit(env, ops, b, NULL))) {
+        rc = b == 1 ? log_commit_durable(env, ops, b, NULL) : log_commit(env, ops, b, NULL);
+        if (rc) {
             die("log_commit", rc, ops[0].detail);
         }
         for (unsigned i = 0; i < b; i++) {
@@ -451,9 +452,6 @@ static double engine_rate(const char *base, double batch, uint64_t events)
                 die("append", ops[i].rc, ops[i].detail);
             }
             ver[i]++;
-        }
-        if (b == 1) {
-            log_sync(env); /* a lone client waits for its own durability */
         }
     }
     log_sync(env);

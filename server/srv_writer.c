@@ -8,8 +8,10 @@
  * call is already over, and hands the rest to log_commit in one
  * transaction. A request is answered only once its commit is durable
  * (log.h, "Durability argument"): batch k is answered after batch k+1 has
- * committed, whose data sync made k's meta page durable; when nothing
- * else is queued the writer calls log_sync and answers at once.
+ * committed, whose data sync made k's meta page durable. A batch with
+ * nothing queued behind it and nothing pending is committed with
+ * log_commit_durable (LMDB's own two syncs) and answered at once; when the
+ * queue runs dry behind a pending batch, log_sync makes it durable.
  *
  * Answering (packing each reply and starting its gRPC batch) costs tens of
  * microseconds per request, which on the writer thread would hold up the
@@ -257,6 +259,7 @@ static void *writer_main(void *arg)
             items[n++] = w;
             s->wq_len--;
         }
+        bool alone = !s->wq_head && !pending;
         if (!s->wq_head) {
             s->wq_tail = NULL;
         }
@@ -290,7 +293,10 @@ static void *writer_main(void *arg)
             ops[i] = items[i]->op;
         }
         uint64_t seq = 0;
-        int rc = log_commit(s->log, ops, m, &seq);
+        /* nothing else waiting: make this commit durable by itself (LMDB's
+         * default two syncs) rather than commit now and sync after */
+        int rc = alone ? log_commit_durable(s->log, ops, m, &seq)
+                       : log_commit(s->log, ops, m, &seq);
         if (rc) {
             say_error("writer", "msg=\"commit failed\" err=%s batch=%zu", an_errname(rc), m);
         }
