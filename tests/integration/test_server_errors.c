@@ -4,7 +4,11 @@
  * nothing was written.
  */
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -253,4 +257,62 @@ Test(server_errors, unknown_and_later_methods_are_unimplemented)
     bool serving = false;
     cr_assert_eq(an_health(h.client, &serving, NULL), 0);
     cr_assert(serving);
+}
+
+Test(server_errors, append_whose_deadline_passed_while_the_server_was_stopped_writes_nothing)
+{
+    an_client *fast;
+    struct an_client_opts o = {.timeout_ms = 200};
+    struct an_error err;
+    cr_assert_eq(append1("before", AN_EXPECT_ANY, 0, NULL), 0);
+    cr_assert_eq(an_connect(h.addr, &o, &fast), 0);
+    kill(h.pid, SIGSTOP);
+    struct an_event e = ev("Late");
+    struct an_stream_append sa = {.stream = "late", .events = &e, .n_events = 1};
+    int rc = an_append(fast, &sa, 1, NULL, &err);
+    kill(h.pid, SIGCONT);
+    cr_assert_eq(rc, AN_EDEADLINE, "got %s (%s)", an_strerror(rc), err.detail);
+    /* once the server runs again, the late append is not there */
+    struct an_stream_info info;
+    sleep(1);
+    cr_assert_eq(an_get_stream(h.client, "late", NULL, &info, &err), AN_ENOTFOUND);
+    cr_assert_eq(head(), 1);
+    an_close(fast);
+}
+
+/* Runs annalsd with args and returns its exit status; its stderr goes to
+ * errbuf. */
+static int run_annalsd(const char *const *args, char *errbuf, size_t cap)
+{
+    char cmd[1024];
+    size_t o = (size_t)snprintf(cmd, sizeof(cmd), "'%s'", h_annalsd_path());
+    for (int i = 0; args[i]; i++) {
+        o += (size_t)snprintf(cmd + o, sizeof(cmd) - o, " '%s'", args[i]);
+    }
+    snprintf(cmd + o, sizeof(cmd) - o, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(errbuf, 1, cap - 1, p);
+    errbuf[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(server_errors, bad_flags_exit_2_naming_the_flag_and_its_limit)
+{
+    char out[2048];
+    const char *unknown[] = {"--bogus", "1", NULL};
+    cr_assert_eq(run_annalsd(unknown, out, sizeof(out)), 2);
+    cr_assert(strstr(out, "--bogus") != NULL, "%s", out);
+    const char *small[] = {"--max-size", "10", NULL};
+    cr_assert_eq(run_annalsd(small, out, sizeof(out)), 2);
+    cr_assert(strstr(out, "--max-size") != NULL && strstr(out, "1M") != NULL, "%s", out);
+    const char *threads[] = {"--threads", "9999", NULL};
+    cr_assert_eq(run_annalsd(threads, out, sizeof(out)), 2);
+    cr_assert(strstr(out, "--threads") != NULL && strstr(out, "256") != NULL, "%s", out);
+    const char *level[] = {"--log-level", "loud", NULL};
+    cr_assert_eq(run_annalsd(level, out, sizeof(out)), 2);
+    const char *help[] = {"--help", NULL};
+    cr_assert_eq(run_annalsd(help, out, sizeof(out)), 0);
+    cr_assert(strstr(out, "--listen") != NULL && strstr(out, "--max-batch") != NULL, "%s", out);
 }
