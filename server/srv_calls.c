@@ -56,44 +56,28 @@ static struct srv_wreq *wreq_new(struct srv_call *c, size_t n_streams)
 
 /* ---- Append / DeleteStream ---- */
 
-static void on_append(struct srv_call *c)
+/* Validates a unary Append or DeleteStream on this thread and queues it for
+ * the writer, which answers it; or answers the failure now. */
+static void on_write_request(struct srv_call *c)
 {
     char detail[LOG_DETAIL_MAX] = "";
-    Annals__V1__AppendRequest *req = (Annals__V1__AppendRequest *)c->req;
-    int rc = log_validate_append(c->srv->log, req, false, detail);
+    bool del = c->method == SRV_M_DELETE_STREAM;
+    Annals__V1__AppendRequest *ar = del ? NULL : (Annals__V1__AppendRequest *)c->req;
+    Annals__V1__DeleteStreamRequest *dr = del ? (Annals__V1__DeleteStreamRequest *)c->req : NULL;
+    int rc = del ? log_validate_delete(c->srv->log, dr, detail)
+                 : log_validate_append(c->srv->log, ar, false, detail);
     if (rc) {
         srv_reply_code(c, rc, detail);
         return;
     }
-    struct srv_wreq *w = wreq_new(c, req->n_streams);
+    struct srv_wreq *w = wreq_new(c, del ? 0 : ar->n_streams);
     if (!w) {
-        srv_reply_code(c, AN_ENOMEM, "out of memory queueing the append");
+        srv_reply_code(c, AN_ENOMEM, "out of memory queueing the request");
         return;
     }
-    w->op.kind = LOG_OP_APPEND;
-    w->op.append = req;
-    if ((rc = srv_writer_submit(c->srv, w))) {
-        srv_wreq_free(w);
-        srv_reply_code(c, rc, "the server is shutting down; nothing was written");
-    }
-}
-
-static void on_delete(struct srv_call *c)
-{
-    char detail[LOG_DETAIL_MAX] = "";
-    Annals__V1__DeleteStreamRequest *req = (Annals__V1__DeleteStreamRequest *)c->req;
-    int rc = log_validate_delete(c->srv->log, req, detail);
-    if (rc) {
-        srv_reply_code(c, rc, detail);
-        return;
-    }
-    struct srv_wreq *w = wreq_new(c, 0);
-    if (!w) {
-        srv_reply_code(c, AN_ENOMEM, "out of memory queueing the deletion");
-        return;
-    }
-    w->op.kind = LOG_OP_DELETE;
-    w->op.del = req;
+    w->op.kind = del ? LOG_OP_DELETE : LOG_OP_APPEND;
+    w->op.append = ar;
+    w->op.del = dr;
     if ((rc = srv_writer_submit(c->srv, w))) {
         srv_wreq_free(w);
         srv_reply_code(c, rc, "the server is shutting down; nothing was written");
@@ -608,10 +592,8 @@ void srv_on_read(struct srv_call *c, bool ok)
     }
     switch (c->method) {
     case SRV_M_APPEND:
-        on_append(c);
-        return;
     case SRV_M_DELETE_STREAM:
-        on_delete(c);
+        on_write_request(c);
         return;
     case SRV_M_READ_STREAM:
     case SRV_M_READ_ALL:

@@ -422,45 +422,19 @@ int log_read_all(log_reader *rd, const struct log_all_read *q, log_event_fn fn, 
     MDB_val v;
     int rc = 0;
 
-    if (!q->backwards) {
+    bool fwd = !q->backwards;
+    if (fwd) {
         pos = q->from_end ? bound : (q->from_position > 1 ? q->from_position : 1);
         if (pos == 0) {
             pos = 1;
         }
-        MDB_cursor_op op = MDB_SET_KEY;
-        while (more && pos <= bound) {
-            k = (MDB_val){.mv_size = 8, .mv_data = &pos};
-            rc = mdb_cursor_get(rd->c_events, &k, &v, op);
-            uint64_t got = 0;
-            if (rc == 0 && k.mv_size == 8) {
-                memcpy(&got, k.mv_data, 8);
-            }
-            if (rc || got != pos || log__peek_value(v.mv_data, v.mv_size, &ev)) {
-                goto out_corrupt;
-            }
-            op = MDB_NEXT;
-            pos++;
-            scanned++;
-            if (!filtered || filter_match(f, &ev)) {
-                more = fn(arg, &ev) && (q->max_count == 0 || ++count < q->max_count);
-            }
-            if (q->max_scan && scanned >= q->max_scan) {
-                break;
-            }
-        }
-        if (next_position) {
-            *next_position = pos;
-        }
-        if (done) {
-            *done = pos > bound;
-        }
-        return 0;
+    } else {
+        pos = (q->from_end || q->from_position == 0 || q->from_position > bound)
+                  ? bound
+                  : q->from_position;
     }
-
-    pos = (q->from_end || q->from_position == 0 || q->from_position > bound) ? bound
-                                                                             : q->from_position;
     MDB_cursor_op op = MDB_SET_KEY;
-    while (more && pos >= 1) {
+    while (more && (fwd ? pos <= bound : pos >= 1)) {
         k = (MDB_val){.mv_size = 8, .mv_data = &pos};
         rc = mdb_cursor_get(rd->c_events, &k, &v, op);
         uint64_t got = 0;
@@ -470,8 +444,8 @@ int log_read_all(log_reader *rd, const struct log_all_read *q, log_event_fn fn, 
         if (rc || got != pos || log__peek_value(v.mv_data, v.mv_size, &ev)) {
             goto out_corrupt;
         }
-        op = MDB_PREV;
-        pos--;
+        op = fwd ? MDB_NEXT : MDB_PREV;
+        pos = fwd ? pos + 1 : pos - 1;
         scanned++;
         if (!filtered || filter_match(f, &ev)) {
             more = fn(arg, &ev) && (q->max_count == 0 || ++count < q->max_count);
@@ -484,7 +458,7 @@ int log_read_all(log_reader *rd, const struct log_all_read *q, log_event_fn fn, 
         *next_position = pos;
     }
     if (done) {
-        *done = pos == 0;
+        *done = fwd ? pos > bound : pos == 0;
     }
     return 0;
 

@@ -259,27 +259,6 @@ Test(server_errors, unknown_and_later_methods_are_unimplemented)
     cr_assert(serving);
 }
 
-Test(server_errors, append_whose_deadline_passed_while_the_server_was_stopped_writes_nothing)
-{
-    an_client *fast;
-    struct an_client_opts o = {.timeout_ms = 200};
-    struct an_error err;
-    cr_assert_eq(append1("before", AN_EXPECT_ANY, 0, NULL), 0);
-    cr_assert_eq(an_connect(h.addr, &o, &fast), 0);
-    kill(h.pid, SIGSTOP);
-    struct an_event e = ev("Late");
-    struct an_stream_append sa = {.stream = "late", .events = &e, .n_events = 1};
-    int rc = an_append(fast, &sa, 1, NULL, &err);
-    kill(h.pid, SIGCONT);
-    cr_assert_eq(rc, AN_EDEADLINE, "got %s (%s)", an_strerror(rc), err.detail);
-    /* once the server runs again, the late append is not there */
-    struct an_stream_info info;
-    sleep(1);
-    cr_assert_eq(an_get_stream(h.client, "late", NULL, &info, &err), AN_ENOTFOUND);
-    cr_assert_eq(head(), 1);
-    an_close(fast);
-}
-
 /* Runs annalsd with args and returns its exit status; its stderr goes to
  * errbuf. */
 static int run_annalsd(const char *const *args, char *errbuf, size_t cap)
