@@ -166,6 +166,8 @@ struct srv {
     bool r_stop;
     pthread_t replier;
 
+    gpr_timespec started_at;    /* monotonic */
+
     /* statistics (writer thread writes, stats line reads) */
     atomic_ullong st_appends;
     atomic_ullong st_events;

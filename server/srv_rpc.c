@@ -368,6 +368,7 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         goto out_grpc;
     }
     grpc_server_start(s->server);
+    s->started_at = gpr_now(GPR_CLOCK_MONOTONIC);
     for (unsigned i = 0; i < s->n_cqs; i++) {
         pthread_create(&s->cqs[i].thread, NULL, cq_main, &s->cqs[i]);
     }
@@ -458,10 +459,13 @@ void srv_free(srv *s)
 
 void srv_log_stats(srv *s)
 {
+    /* main thread only: the previous sample */
     static unsigned long long last_appends;
     static unsigned long long last_events;
     static unsigned long long last_commits;
     static unsigned long long last_batched;
+    static gpr_timespec last_at;
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
     unsigned long long a = atomic_load(&s->st_appends);
     unsigned long long e = atomic_load(&s->st_events);
     unsigned long long c = atomic_load(&s->st_commits);
@@ -470,15 +474,25 @@ void srv_log_stats(srv *s)
     if (log_stats(s->log, &st)) {
         return;
     }
+    if (!last_at.tv_sec) {
+        last_at = s->started_at;
+    }
+    double secs = gpr_timespec_to_micros(gpr_time_sub(now, last_at)) / 1e6;
+    if (secs <= 0) {
+        secs = 1;
+    }
     double batch = c > last_commits ? (double)(b - last_batched) / (double)(c - last_commits) : 0;
-    say_info("stats", "appends=%llu events=%llu commits=%llu mean_batch=%.1f head=%llu "
-             "readers=%u used_bytes=%llu",
-             a - last_appends, e - last_events, c - last_commits, batch,
-             (unsigned long long)st.head, st.readers, (unsigned long long)st.used_bytes);
+    say_info("stats",
+             "appends_per_s=%.0f events_per_s=%.0f commits_per_s=%.0f mean_batch=%.1f "
+             "head=%llu readers=%u used_bytes=%llu map_bytes=%llu",
+             (double)(a - last_appends) / secs, (double)(e - last_events) / secs,
+             (double)(c - last_commits) / secs, batch, (unsigned long long)st.head, st.readers,
+             (unsigned long long)st.used_bytes, (unsigned long long)st.map_bytes);
     last_appends = a;
     last_events = e;
     last_commits = c;
     last_batched = b;
+    last_at = now;
 }
 
 void srv_log_totals(srv *s)
