@@ -49,10 +49,16 @@ void log__le64_put(uint8_t *p, uint64_t v)
 
 /* ---- packed RecordedEvent ---- */
 
-static int get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+static inline int get_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out)
 {
     const uint8_t *p = *pp;
     uint64_t v = 0;
+    if (p < end && *p < 0x80) {
+        /* tags and small lengths: one byte */
+        *out = *p;
+        *pp = p + 1;
+        return 0;
+    }
     for (unsigned shift = 0; shift < 64; shift += 7) {
         if (p == end) {
             return AN_ECORRUPT;
