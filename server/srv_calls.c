@@ -49,12 +49,25 @@ static struct srv_wreq *wreq_new(struct srv_call *c, size_t n_streams)
     }
     srv_call_ref(c);
     w->call = c;
+    w->bytes = c->recv_bytes;
     w->op.streams = w->results;
     w->op.validated = true;
     return w;
 }
 
 /* ---- Append / DeleteStream ---- */
+
+/* Why the writer's queue refused a request: shutdown, or full. */
+static const char *queue_refusal(int rc, char *buf, size_t cap)
+{
+    if (rc == AN_EBUSY) {
+        snprintf(buf, cap, "the writer's queue is full (limit %u bytes of requests waiting); "
+                 "nothing was written, retry later", SRV_QUEUE_MAX_BYTES);
+    } else {
+        snprintf(buf, cap, "the server is shutting down; nothing was written");
+    }
+    return buf;
+}
 
 /* Validates a unary Append or DeleteStream on this thread and queues it for
  * the writer, which answers it; or answers the failure now. */
@@ -80,7 +93,7 @@ static void on_write_request(struct srv_call *c)
     w->op.del = dr;
     if ((rc = srv_writer_submit(c->srv, w))) {
         srv_wreq_free(w);
-        srv_reply_code(c, rc, "the server is shutting down; nothing was written");
+        srv_reply_code(c, rc, queue_refusal(rc, detail, sizeof(detail)));
     }
 }
 
@@ -203,6 +216,7 @@ static void astream_on_read(struct srv_call *c, bool ok)
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    c->recv_bytes = grpc_byte_buffer_length(c->recv);
     Annals__V1__AppendStreamRequest *req = (Annals__V1__AppendStreamRequest *)unpack(
         c, &annals__v1__append_stream_request__descriptor);
     if (!req) {
@@ -226,7 +240,11 @@ static void astream_on_read(struct srv_call *c, bool ok)
         w->correlation_id = req->correlation_id;
         w->stream_req = req;
         rc = srv_writer_submit(c->srv, w);
-        if (rc) {
+        if (rc == AN_EBUSY) {
+            w->stream_req = NULL;
+            srv_wreq_free(w);
+            queue_refusal(rc, detail, sizeof(detail));
+        } else if (rc) {
             w->stream_req = NULL;
             srv_wreq_free(w);
             c->as.in_progress--;
@@ -577,6 +595,7 @@ void srv_on_read(struct srv_call *c, bool ok)
         return;
     }
     const ProtobufCMessageDescriptor *desc = request_desc(c->method);
+    c->recv_bytes = grpc_byte_buffer_length(c->recv);
     c->req = desc ? unpack(c, desc) : NULL;
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;

@@ -65,6 +65,7 @@ struct srv_wreq {
     struct log_op op;
     struct srv_call *call;      /* holds a reference */
     uint64_t correlation_id;    /* AppendStream: the request's id */
+    size_t bytes;               /* the request's size on the wire */
     Annals__V1__AppendStreamRequest *stream_req; /* AppendStream: owned */
     struct log_stream_result results[]; /* one per StreamAppend */
 };
@@ -109,6 +110,7 @@ struct srv_call {
     grpc_call_details details;
     grpc_metadata_array md;
     grpc_byte_buffer *recv;
+    size_t recv_bytes;          /* size of the last message received */
     int cancelled;              /* written by RECV_CLOSE_ON_SERVER */
     atomic_bool closed;         /* CLOSE has fired */
     atomic_int refs;
@@ -154,6 +156,7 @@ struct srv {
     struct srv_wreq *wq_head;
     struct srv_wreq *wq_tail;
     size_t wq_len;
+    size_t wq_bytes;            /* wire bytes of the queued requests */
     bool w_draining;            /* shutdown: answer the queue UNAVAILABLE */
     bool w_stop;
     pthread_t writer;
@@ -209,8 +212,12 @@ int srv_recv(struct srv_call *c);
 /* ---- srv_writer.c ---- */
 
 int srv_writer_start(struct srv *s);
-/* Queues w for the writer (takes ownership). 0, or AN_EUNAVAIL when
- * shutting down (the caller keeps w). */
+/* The writer's queue holds at most this many request bytes (a request
+ * alone always fits): past it, appends get RESOURCE_EXHAUSTED. */
+#define SRV_QUEUE_MAX_BYTES (256u << 20)
+
+/* Queues w for the writer (takes ownership). 0, or (the caller keeps w)
+ * AN_EUNAVAIL when shutting down, AN_EBUSY when the queue is full. */
 int srv_writer_submit(struct srv *s, struct srv_wreq *w);
 /* Stops taking work, answers the queue UNAVAILABLE, joins. */
 void srv_writer_stop(struct srv *s);

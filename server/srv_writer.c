@@ -46,6 +46,11 @@ int srv_writer_submit(struct srv *s, struct srv_wreq *w)
         pthread_mutex_unlock(&s->wmu);
         return AN_EUNAVAIL;
     }
+    if (s->wq_head && s->wq_bytes + w->bytes > SRV_QUEUE_MAX_BYTES) {
+        pthread_mutex_unlock(&s->wmu);
+        return AN_EBUSY;
+    }
+    s->wq_bytes += w->bytes;
     w->next = NULL;
     if (s->wq_tail) {
         s->wq_tail->next = w;
@@ -258,6 +263,7 @@ static void *writer_main(void *arg)
             w->next = NULL;
             items[n++] = w;
             s->wq_len--;
+            s->wq_bytes -= w->bytes;
         }
         bool alone = !s->wq_head && !pending;
         if (!s->wq_head) {
@@ -371,6 +377,7 @@ void srv_writer_stop(struct srv *s)
     struct srv_wreq *q = s->wq_head;
     s->wq_head = s->wq_tail = NULL;
     s->wq_len = 0;
+    s->wq_bytes = 0;
     s->w_stop = true;
     pthread_cond_signal(&s->wcond);
     pthread_mutex_unlock(&s->wmu);
