@@ -1,14 +1,18 @@
 /*
- * an_client.c - libannals: the channel, the unary calls (Append,
+ * an_client.c - libannals: the channels, the unary calls (Append,
  * DeleteStream, GetStream, Health/Check, raw calls) and the helpers the
  * streaming parts share (error filling, packing, unpacking).
  *
  * Every unary call runs the same way: a call on its own pluck completion
  * queue, one batch with all six client ops, one pluck. The call carries the
- * client's deadline, so gRPC itself guarantees that the batch completes
+ * attempt's deadline, so gRPC itself guarantees that the batch completes
  * (DEADLINE_EXCEEDED at worst) and the pluck needs no deadline of its own.
  * A queue per call costs one small allocation and keeps concurrent callers
  * on one client from ever touching each other's completions.
+ *
+ * Each unary call goes through unary(), which leases an endpoint from the
+ * breaker (an_resilience.c), runs attempts with a per-attempt deadline and
+ * retries transient failures of safe calls with backoff.
  *
  * The channel connects lazily and calls are fail-fast (no wait-for-ready):
  * while the server is unreachable a call fails at once with UNAVAILABLE.
@@ -43,6 +47,12 @@
 
 #define AN__DEFAULT_TIMEOUT_MS 10000
 #define AN__MAX_RECV_BYTES (64 * 1024 * 1024)
+#define AN__DEFAULT_RETRIES 3
+#define AN__DEFAULT_BACKOFF_MS 25
+#define AN__DEFAULT_RETRY_TOTAL_MS 2000
+#define AN__DEFAULT_BREAKER_THRESHOLD 5
+#define AN__DEFAULT_BREAKER_COOLDOWN_MS 1000
+#define AN__DEFAULT_HEALTH_INTERVAL_MS 500
 
 /* ---- errors ---- */
 
@@ -237,6 +247,13 @@ static ProtobufCBinaryData bin_arg(const void *p, size_t len)
 int an__pack_append(const struct an_stream_append *streams, size_t n_streams,
                     uint64_t correlation_id, grpc_byte_buffer **out, struct an_error *err)
 {
+    return an__pack_append_ids(streams, n_streams, correlation_id, NULL, out, err);
+}
+
+int an__pack_append_ids(const struct an_stream_append *streams, size_t n_streams,
+                        uint64_t correlation_id, const uint8_t *gen_ids,
+                        grpc_byte_buffer **out, struct an_error *err)
+{
     Annals__V1__AppendRequest req = ANNALS__V1__APPEND_REQUEST__INIT;
     Annals__V1__AppendStreamRequest wrap = ANNALS__V1__APPEND_STREAM_REQUEST__INIT;
     Annals__V1__StreamAppend *sa;
@@ -287,7 +304,7 @@ int an__pack_append(const struct an_stream_append *streams, size_t n_streams,
             const struct an_event *e = &s->events[j];
 
             annals__v1__event_data__init(&ed[k]);
-            ed[k].id = bin_arg(e->id, 16);
+            ed[k].id = bin_arg(e->id ? e->id : gen_ids ? gen_ids + 16 * k : NULL, 16);
             ed[k].type = str_arg(e->type);
             ed[k].schema_version = e->schema_version;
             ed[k].content_type = str_arg(e->content_type);
@@ -344,15 +361,27 @@ Annals__V1__AsOf *an__as_of(const struct an_as_of *a, Annals__V1__AsOf *m)
 
 /* ---- calls ---- */
 
-grpc_call *an__call_new(an_client *c, grpc_completion_queue *cq, const char *method,
-                        gpr_timespec deadline)
+static grpc_call *call_on(grpc_channel *ch, grpc_completion_queue *cq, const char *method,
+                          gpr_timespec deadline)
 {
     grpc_slice m = grpc_slice_from_copied_string(method);
-    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
-                                               NULL, deadline, NULL);
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+                                               deadline, NULL);
 
     grpc_slice_unref(m);
     return call;
+}
+
+grpc_call *an__call_new(an_client *c, grpc_completion_queue *cq, const char *method,
+                        gpr_timespec deadline)
+{
+    return call_on(an__pick_channel(c), cq, method, deadline);
+}
+
+grpc_call *an__call_new_ep(const struct an__ep *ep, grpc_completion_queue *cq,
+                           const char *method, gpr_timespec deadline)
+{
+    return call_on(ep->channel, cq, method, deadline);
 }
 
 /* A tag no batch uses, to ask a pluck queue whether it has shut down. */
@@ -376,13 +405,15 @@ void an__cq_free(grpc_completion_queue *cq, bool pluck)
 }
 
 /*
- * unary - runs one unary call of `method` with request `req` (consumed).
- * On 0, *reply gets the reply payload (caller owns); a reply missing after
- * OK is AN_EINTERNAL. reply NULL: the payload is dropped, none is needed.
+ * unary_once - one attempt of a unary call of `method` on ep with the
+ * request payload `payload` (borrowed), ending by `deadline`. On 0, *reply
+ * gets the reply payload (caller owns); a reply missing after OK is
+ * AN_EINTERNAL. reply NULL: the payload is dropped, none is needed.
  */
-static int unary(an_client *c, const char *method, grpc_byte_buffer *req,
-                 grpc_byte_buffer **reply, struct an_error *err)
+static int unary_once(const struct an__ep *ep, const char *method, grpc_slice payload,
+                      gpr_timespec deadline, grpc_byte_buffer **reply, struct an_error *err)
 {
+    grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&payload, 1);
     grpc_completion_queue *cq = NULL;
     grpc_call *call = NULL;
     grpc_metadata_array md_initial;
@@ -404,7 +435,11 @@ static int unary(an_client *c, const char *method, grpc_byte_buffer *req,
         rc = an__err_set(err, AN_ENOMEM, 0, "cannot create a completion queue");
         goto out;
     }
-    call = an__call_new(c, cq, method, an__deadline(c->timeout_ms));
+    if (!req) {
+        rc = an__err_set(err, AN_ENOMEM, 0, "out of memory for a request");
+        goto out;
+    }
+    call = an__call_new_ep(ep, cq, method, deadline);
     if (!call) {
         rc = an__err_set(err, AN_EINTERNAL, 0, "cannot create a call for %s", method);
         goto out;
@@ -453,12 +488,91 @@ out:
     return rc;
 }
 
+static gpr_timespec deadline_at(int64_t at_ms)
+{
+    return an__deadline(at_ms - an__now_ms() > 0 ? at_ms - an__now_ms() : 1);
+}
+
+/*
+ * unary - runs a unary call of `method` with the request payload `payload`
+ * (consumed) through the breaker, retrying transient failures when
+ * `retry` says the call is safe to repeat (an_client_opts in annals.h).
+ * Each attempt ends by the earlier of the attempt timeout and the call's
+ * deadline. *reply as for unary_once.
+ */
+static int unary(an_client *c, const char *method, grpc_slice payload, bool retry,
+                 grpc_byte_buffer **reply, struct an_error *err)
+{
+    int64_t start = an__now_ms();
+    int64_t end = start + c->timeout_ms;
+    int64_t retry_end = start + (c->retry_max_total_ms < c->timeout_ms ? c->retry_max_total_ms
+                                                                       : c->timeout_ms);
+    int max_retries = retry ? c->max_retries : 0;
+    struct an_error first_unsure;
+    int unsure_rc = 0;
+    int rc;
+
+    for (int attempt = 0;; attempt++) {
+        struct an__lease l;
+        int64_t now;
+
+        rc = an__ep_acquire(c, &l);
+        if (rc == AN_ECIRCUIT) {
+            rc = an__err_set(err, rc, 0, "%s: circuit open on every endpoint", method);
+            break;
+        }
+        if (rc) {
+            rc = an__err_set(err, rc, 0, "%s: no endpoint is up", method);
+            break;
+        }
+        now = an__now_ms();
+        rc = unary_once(l.ep, method, payload,
+                        deadline_at(now + c->attempt_timeout_ms < end
+                                        ? now + c->attempt_timeout_ms : end),
+                        reply, err);
+        an__ep_release(c, &l, rc);
+        if ((rc == AN_ECANCELLED || rc == AN_EDEADLINE) && !unsure_rc) {
+            unsure_rc = rc;
+            if (err) {
+                first_unsure = *err;
+            }
+        }
+        if (!an__transient(rc) || attempt >= max_retries) break;
+        if (!an__backoff(c, attempt, retry_end < end ? retry_end : end)) break;
+    }
+    grpc_slice_unref(payload);
+    /* An attempt cut off midway may have taken effect. If the retries then
+     * failed (e.g. UNAVAILABLE: refused), report the first such attempt,
+     * so that a failure that says "not done" is never wrong. */
+    if (rc && rc != unsure_rc && unsure_rc) {
+        rc = unsure_rc;
+        if (err) {
+            *err = first_unsure;
+        }
+    }
+    return rc;
+}
+
+/* Takes the payload out of a packed request (which is destroyed). */
+static grpc_slice bb_slice(grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader r;
+    grpc_slice s = grpc_empty_slice();
+
+    if (grpc_byte_buffer_reader_init(&r, bb)) {
+        s = grpc_byte_buffer_reader_readall(&r);
+        grpc_byte_buffer_reader_destroy(&r);
+    }
+    grpc_byte_buffer_destroy(bb);
+    return s;
+}
+
 /*
  * unary_bb - unary() with the reply unpacked as `out_desc`: *out gets the
  * message (caller frees with protobuf_c_message_free_unpacked). req is
  * consumed.
  */
-static int unary_bb(an_client *c, const char *method, grpc_byte_buffer *req,
+static int unary_bb(an_client *c, const char *method, grpc_byte_buffer *req, bool retry,
                     const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out,
                     struct an_error *err)
 {
@@ -466,7 +580,7 @@ static int unary_bb(an_client *c, const char *method, grpc_byte_buffer *req,
     ProtobufCMessage *m;
     int rc;
 
-    rc = unary(c, method, req, &reply, err);
+    rc = unary(c, method, bb_slice(req), retry, &reply, err);
     if (rc) return rc;
     m = an__unpack(out_desc, reply);
     grpc_byte_buffer_destroy(reply);
@@ -476,14 +590,14 @@ static int unary_bb(an_client *c, const char *method, grpc_byte_buffer *req,
 }
 
 /* unary_msg - unary_bb() with a message to send. */
-static int unary_msg(an_client *c, const char *method, const ProtobufCMessage *in,
+static int unary_msg(an_client *c, const char *method, const ProtobufCMessage *in, bool retry,
                      const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out,
                      struct an_error *err)
 {
     grpc_byte_buffer *req = an__pack(in);
 
     if (!req) return an__err_set(err, AN_ENOMEM, 0, "out of memory packing a request");
-    return unary_bb(c, method, req, out_desc, out, err);
+    return unary_bb(c, method, req, retry, out_desc, out, err);
 }
 
 /* ---- connecting ---- */
@@ -505,20 +619,80 @@ static void init_grpc(void)
     grpc_init();
 }
 
+/* Checks the options and fills the client's settings with the defaults. */
+static int client_settings(an_client *c, const struct an_client_opts *opts)
+{
+    struct an_client_opts o = {0};
+
+    if (opts) {
+        o = *opts;
+    }
+    if (o.timeout_ms < 0 || o.attempt_timeout_ms < 0 || o.backoff_base_ms < 0 ||
+        o.retry_max_total_ms < 0 || o.breaker_cooldown_ms < 0 || o.breaker_probes < 0) {
+        return AN_EINVAL;
+    }
+    c->timeout_ms = o.timeout_ms ? o.timeout_ms : AN__DEFAULT_TIMEOUT_MS;
+    c->max_retries = o.max_retries == 0 ? AN__DEFAULT_RETRIES : o.max_retries < 0 ? 0
+                                                                                  : o.max_retries;
+    c->attempt_timeout_ms = o.attempt_timeout_ms ? o.attempt_timeout_ms
+                                                 : c->timeout_ms / (c->max_retries + 1);
+    if (c->attempt_timeout_ms < 1) {
+        c->attempt_timeout_ms = 1;
+    }
+    c->backoff_base_ms = o.backoff_base_ms ? o.backoff_base_ms : AN__DEFAULT_BACKOFF_MS;
+    c->retry_max_total_ms = o.retry_max_total_ms ? o.retry_max_total_ms
+                                                 : AN__DEFAULT_RETRY_TOTAL_MS;
+    c->breaker_threshold = o.breaker_threshold ? o.breaker_threshold
+                                               : AN__DEFAULT_BREAKER_THRESHOLD;
+    c->breaker_cooldown_ms = o.breaker_cooldown_ms ? o.breaker_cooldown_ms
+                                                   : AN__DEFAULT_BREAKER_COOLDOWN_MS;
+    c->breaker_probes = o.breaker_probes ? o.breaker_probes : 1;
+    c->health_interval_ms = o.health_interval_ms ? o.health_interval_ms
+                                                 : AN__DEFAULT_HEALTH_INTERVAL_MS;
+    c->on_breaker = o.on_breaker;
+    c->get_stream_fallback = o.get_stream_fallback;
+    c->cb_arg = o.arg;
+    return 0;
+}
+
+/* The health thread's timed waits use the monotonic clock. */
+static int client_sync_init(an_client *c)
+{
+    pthread_condattr_t ca;
+    int rc;
+
+    if (pthread_mutex_init(&c->mu, NULL) != 0) return AN_ENOMEM;
+    if (pthread_condattr_init(&ca) != 0) goto out_mutex;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0) goto out_mutex;
+    return 0;
+
+out_mutex:
+    pthread_mutex_destroy(&c->mu);
+    return AN_ENOMEM;
+}
+
 int an_connect(const char *target, const struct an_client_opts *opts, an_client **out)
 {
-    grpc_channel_credentials *creds;
+    grpc_channel_credentials *creds = NULL;
     grpc_arg args[6];
     grpc_channel_args cargs = {.num_args = 6, .args = args};
     an_client *c;
+    int rc;
 
     if (!target || !*target || !out) return AN_EINVAL;
-    if (opts && opts->timeout_ms < 0) return AN_EINVAL;
     pthread_once(&init_once, init_grpc);
 
-    c = malloc(sizeof(*c));
+    c = calloc(1, sizeof(*c));
     if (!c) return AN_ENOMEM;
-    c->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : AN__DEFAULT_TIMEOUT_MS;
+    rc = client_settings(c, opts);
+    if (rc) goto out_free;
+    rc = an__eps_parse(target, &c->eps, &c->n_eps);
+    if (rc) goto out_free;
+    rc = client_sync_init(c);
+    if (rc) goto out_free;
 
     args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
@@ -542,20 +716,39 @@ int an_connect(const char *target, const struct an_client_opts *opts, an_client 
                          .value.integer = 1};
 
     creds = grpc_insecure_credentials_create();
-    c->channel = grpc_channel_create(target, creds, &cargs);
-    grpc_channel_credentials_release(creds);
-    if (!c->channel) {
-        free(c);
-        return AN_ENOMEM;
+    for (size_t i = 0; i < c->n_eps; i++) {
+        c->eps[i].channel = grpc_channel_create(c->eps[i].target, creds, &cargs);
+        if (!c->eps[i].channel) {
+            rc = AN_ENOMEM;
+            goto out_sync;
+        }
     }
+    grpc_channel_credentials_release(creds);
+    creds = NULL;
+    rc = an__health_start(c);
+    if (rc) goto out_sync;
     *out = c;
     return 0;
+
+out_sync:
+    if (creds) {
+        grpc_channel_credentials_release(creds);
+    }
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+out_free:
+    an__eps_free(c->eps, c->n_eps);
+    free(c);
+    return rc;
 }
 
 void an_close(an_client *c)
 {
     if (!c) return;
-    grpc_channel_destroy(c->channel);
+    an__health_stop(c);
+    an__eps_free(c->eps, c->n_eps);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
@@ -565,13 +758,31 @@ int an_append(an_client *c, const struct an_stream_append *streams, size_t n_str
               struct an_append_result *res, struct an_error *err)
 {
     grpc_byte_buffer *req;
+    uint8_t *ids = NULL;
+    size_t n_events = 0;
     ProtobufCMessage *m;
     int rc;
 
     if (!c) return an__err_set(err, AN_EINVAL, 0, "client is NULL");
-    rc = an__pack_append(streams, n_streams, 0, &req, err);
+    /* Every event gets an id, so that a retry is an exact repeat, which
+     * the server answers with the original positions instead of storing
+     * the events twice. an__pack_append_ids checks the arrays first. */
+    for (size_t i = 0; streams && i < n_streams; i++) {
+        if (streams[i].events) {
+            n_events += streams[i].n_events;
+        }
+    }
+    if (n_events && n_events <= SIZE_MAX / 16) {
+        ids = malloc(n_events * 16);
+        if (!ids) return an__err_set(err, AN_ENOMEM, 0, "out of memory for event ids");
+        for (size_t k = 0; k < n_events; k++) {
+            an__uuid4(ids + 16 * k);
+        }
+    }
+    rc = an__pack_append_ids(streams, n_streams, 0, ids, &req, err);
+    free(ids);
     if (rc) return rc;
-    rc = unary_bb(c, AN__M_APPEND, req, &annals__v1__append_response__descriptor, &m, err);
+    rc = unary_bb(c, AN__M_APPEND, req, true, &annals__v1__append_response__descriptor, &m, err);
     if (rc) return rc;
     if (res) {
         an__result_from((Annals__V1__AppendResponse *)m, res);
@@ -593,7 +804,7 @@ int an_delete_stream(an_client *c, const char *stream, enum an_expect expect,
     req.expect = (Annals__V1__Expectation)expect;
     req.expected_version = expected_version;
     req.tombstone = tombstone;
-    rc = unary_msg(c, AN__M_DELETE_STREAM, &req.base,
+    rc = unary_msg(c, AN__M_DELETE_STREAM, &req.base, false,
                    &annals__v1__delete_stream_response__descriptor, &m, err);
     if (rc) return rc;
     if (position) {
@@ -615,8 +826,11 @@ int an_get_stream(an_client *c, const char *stream, const struct an_as_of *as_of
     if (!c) return an__err_set(err, AN_EINVAL, 0, "client is NULL");
     req.stream = str_arg(stream);
     req.as_of = an__as_of(as_of, &as_of_m);
-    rc = unary_msg(c, AN__M_GET_STREAM, &req.base, &annals__v1__stream_info__descriptor, &m,
-                   err);
+    rc = unary_msg(c, AN__M_GET_STREAM, &req.base, true, &annals__v1__stream_info__descriptor,
+                   &m, err);
+    if (rc == AN_ECIRCUIT && c->get_stream_fallback) {
+        return c->get_stream_fallback(c->cb_arg, stream, out);
+    }
     if (rc) return rc;
     si = (Annals__V1__StreamInfo *)m;
     if (out) {
@@ -640,7 +854,7 @@ int an_health(an_client *c, bool *serving, struct an_error *err)
     int rc;
 
     if (!c) return an__err_set(err, AN_EINVAL, 0, "client is NULL");
-    rc = unary_msg(c, AN__M_HEALTH_CHECK, &req.base,
+    rc = unary_msg(c, AN__M_HEALTH_CHECK, &req.base, true,
                    &grpc__health__v1__health_check_response__descriptor, &m, err);
     if (rc) return rc;
     if (serving) {
@@ -654,13 +868,33 @@ int an_health(an_client *c, bool *serving, struct an_error *err)
 int an_call_raw(an_client *c, const char *method, const void *payload, size_t len,
                 struct an_error *err)
 {
-    grpc_slice s;
-    grpc_byte_buffer *req;
     if (!c || !method || (len && !payload)) {
         return an__err_set(err, AN_EINVAL, 0, "client, method or payload is NULL");
     }
-    s = grpc_slice_from_copied_buffer(len ? payload : "", len);
-    req = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return unary(c, method, req, NULL, err);
+    return unary(c, method, grpc_slice_from_copied_buffer(len ? payload : "", len), false, NULL,
+                 err);
+}
+
+int an__health_once(an_client *c, const struct an__ep *ep, int64_t timeout_ms, bool *serving)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    grpc_byte_buffer *bb = an__pack(&req.base);
+    grpc_byte_buffer *reply = NULL;
+    Grpc__Health__V1__HealthCheckResponse *m;
+    grpc_slice payload;
+    int rc;
+
+    (void)c;
+    if (!bb) return AN_ENOMEM;
+    payload = bb_slice(bb);
+    rc = unary_once(ep, AN__M_HEALTH_CHECK, payload, an__deadline(timeout_ms), &reply, NULL);
+    grpc_slice_unref(payload);
+    if (rc) return rc;
+    m = (Grpc__Health__V1__HealthCheckResponse *)an__unpack(
+        &grpc__health__v1__health_check_response__descriptor, reply);
+    grpc_byte_buffer_destroy(reply);
+    if (!m) return AN_EINTERNAL;
+    *serving = m->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    grpc__health__v1__health_check_response__free_unpacked(m, NULL);
+    return 0;
 }

@@ -32,7 +32,8 @@
     X(AN_EUNIMPL,     -14, UNIMPLEMENTED,       "not implemented")                  \
     X(AN_EPRECOND,    -15, FAILED_PRECONDITION, "failed precondition")              \
     X(AN_EINTERNAL,   -16, INTERNAL,            "internal error")                   \
-    X(AN_EBUSY,       -17, RESOURCE_EXHAUSTED,  "too many concurrent users")
+    X(AN_EBUSY,       -17, RESOURCE_EXHAUSTED,  "too many concurrent users")        \
+    X(AN_ECIRCUIT,    -18, UNAVAILABLE,         "circuit open: failing fast")
 
 typedef enum an_err {
     AN_OK = 0,

@@ -7,15 +7,62 @@
 #ifndef AN_INT_H
 #define AN_INT_H
 
+#include <pthread.h>
+
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
 
 #include "annals.h"
 #include "annals/v1/commands.pb-c.h"
 
-struct an_client {
+/*
+ * One server of the client's target list, with its channel and breaker
+ * (an_resilience.c).
+ */
+struct an__ep {
+    char *target;               /* "host:port", owned */
     grpc_channel *channel;      /* thread-safe; destroyed by an_close */
-    int64_t timeout_ms;         /* default deadline per call (> 0) */
+
+    /* Access to the fields below is protected by the client's mu. */
+    bool up;                    /* the last health check said SERVING */
+    int state;                  /* enum an_breaker_state */
+    int fails;                  /* consecutive failed attempts */
+    int probes;                 /* HALF_OPEN: probes out */
+    uint64_t gen;               /* bumped on every breaker transition */
+    int64_t opened_at_ms;       /* monotonic, when it last went OPEN */
+};
+
+struct an_client {
+    struct an__ep *eps;         /* n_eps >= 1; fixed after an_connect */
+    size_t n_eps;
+
+    /* Settings, fixed after an_connect (all > 0 unless noted). */
+    int64_t timeout_ms;         /* deadline of a whole call, retries included */
+    int64_t attempt_timeout_ms; /* deadline of one attempt of a unary call */
+    int max_retries;            /* >= 0 */
+    int64_t backoff_base_ms;
+    int64_t retry_max_total_ms; /* no retry starts later than this after the call */
+    int breaker_threshold;      /* <= 0: no breaker */
+    int64_t breaker_cooldown_ms;
+    int breaker_probes;
+    int64_t health_interval_ms; /* <= 0: no health thread */
+    void (*on_breaker)(void *arg, const char *endpoint, int from_state, int to_state);
+    int (*get_stream_fallback)(void *arg, const char *stream, struct an_stream_info *out);
+    void *cb_arg;
+
+    pthread_mutex_t mu;         /* protects the eps' breaker fields, rr, stop */
+    pthread_cond_t cv;          /* wakes the health thread for an_close (monotonic) */
+    unsigned rr;                /* round-robin cursor into eps */
+    bool stop;                  /* the health thread must leave */
+    bool health_running;        /* owner (an_connect / an_close) only */
+    pthread_t health;
+};
+
+/* A unary attempt's hold on an endpoint (an__ep_acquire / _release). */
+struct an__lease {
+    struct an__ep *ep;
+    bool probe;                 /* a HALF_OPEN probe */
+    uint64_t gen;               /* ep->gen when taken */
 };
 
 /* Method paths of the contract's services. */
@@ -61,6 +108,15 @@ gpr_timespec an__deadline(int64_t ms);
 int an__pack_append(const struct an_stream_append *streams, size_t n_streams,
                     uint64_t correlation_id, grpc_byte_buffer **out, struct an_error *err);
 
+/*
+ * an__pack_append_ids - an__pack_append, but an event without an id gets
+ * the next 16 bytes of gen_ids (one slot per event of the request, in
+ * order; NULL: ids stay absent).
+ */
+int an__pack_append_ids(const struct an_stream_append *streams, size_t n_streams,
+                        uint64_t correlation_id, const uint8_t *gen_ids,
+                        grpc_byte_buffer **out, struct an_error *err);
+
 /* an__pack - packs any message into a byte buffer (caller owns). NULL: ENOMEM. */
 grpc_byte_buffer *an__pack(const ProtobufCMessage *m);
 
@@ -86,11 +142,69 @@ Annals__V1__AsOf *an__as_of(const struct an_as_of *a, Annals__V1__AsOf *m);
 grpc_call *an__call_new(an_client *c, grpc_completion_queue *cq, const char *method,
                         gpr_timespec deadline);
 
+/* an__call_new_ep - an__call_new on one endpoint's channel. */
+grpc_call *an__call_new_ep(const struct an__ep *ep, grpc_completion_queue *cq,
+                           const char *method, gpr_timespec deadline);
+
+/*
+ * an__health_once - one grpc.health.v1 Check on ep, bounded by
+ * timeout_ms, bypassing the breaker. Returns 0 (*serving set) or a code.
+ */
+int an__health_once(an_client *c, const struct an__ep *ep, int64_t timeout_ms, bool *serving);
+
 /*
  * an__cq_free - shuts a completion queue down, drains it and destroys it
  * (pluck: made by _create_for_pluck). Every call bound to it must be
  * unref'd first, and every tag started on a pluck queue plucked. NULL ok.
  */
 void an__cq_free(grpc_completion_queue *cq, bool pluck);
+
+/* ---- resilience (an_resilience.c) ---- */
+
+/* an__now_ms - monotonic milliseconds. */
+int64_t an__now_ms(void);
+
+/* an__uuid4 - a random (version 4) UUID. */
+void an__uuid4(uint8_t out[16]);
+
+/* an__transient - whether a code counts as a breaker failure and may be
+ * retried: AN_EUNAVAIL (transport failures included), AN_EDEADLINE, and
+ * AN_ECANCELLED (a call libannals did not cancel: cut off by the peer). */
+bool an__transient(int rc);
+
+/*
+ * an__backoff - sleeps a full-jitter backoff before retry `attempt` (0:
+ * the first retry) and returns true, or returns false at once when the
+ * sleep would end at or after until_ms (monotonic).
+ */
+bool an__backoff(an_client *c, int attempt, int64_t until_ms);
+
+/*
+ * an__eps_parse - splits "h1:p,h2:p" into endpoints (no channels yet; all
+ * up and CLOSED). Returns 0, AN_EINVAL (an empty entry), AN_ENOMEM.
+ */
+int an__eps_parse(const char *targets, struct an__ep **out, size_t *n_out);
+
+/* an__eps_free - destroys the channels and frees the array. NULL ok. */
+void an__eps_free(struct an__ep *eps, size_t n);
+
+/*
+ * an__ep_acquire - leases the next endpoint (round-robin) that is up and
+ * whose breaker admits a call. Returns 0, AN_ECIRCUIT (some are up, all
+ * such breakers refuse), AN_EUNAVAIL (all down). Every 0 needs exactly
+ * one an__ep_release with the attempt's code.
+ * AN__ABANDONED (the caller gave the call up) frees a probe slot and
+ * counts neither way.
+ */
+int an__ep_acquire(an_client *c, struct an__lease *l);
+#define AN__ABANDONED 1 /* an__ep_release: the caller gave the call up */
+void an__ep_release(an_client *c, const struct an__lease *l, int rc);
+
+/* an__pick_channel - a channel for the appender (round-robin, no lease). */
+grpc_channel *an__pick_channel(an_client *c);
+
+/* an__health_start / _stop - the health thread (only with >= 2 endpoints). */
+int an__health_start(an_client *c);
+void an__health_stop(an_client *c);
 
 #endif /* AN_INT_H */

@@ -18,6 +18,14 @@
  * spends between an_iter_next calls does not count (gRPC flow control
  * holds the server back meanwhile).
  *
+ * Retries: while no event has been handed out, a read that fails
+ * UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED is started again (a fresh call with the
+ * same request, after a backoff), as an_client_opts allows; until then
+ * each wait is bounded by the attempt timeout rather than the client's.
+ * The call's endpoint is leased from the breaker when it starts, and the
+ * lease ends with the first message (a success) or with the call's
+ * outcome; while no breaker admits a read it fails fast with AN_ECIRCUIT.
+ *
  * Tags: START, MSG and STATUS are the only batches, at most one of each in
  * flight; every batch started is plucked exactly once (a pluck queue must
  * be empty when it is destroyed), by the wait that needs it or by
@@ -30,6 +38,7 @@
 #include <string.h>
 
 #include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
 
 #include "annals/v1/queries.pb-c.h"
@@ -39,8 +48,16 @@ enum { TAG_START = 1, TAG_MSG = 2, TAG_STATUS = 3, TAG_COUNT = 4 };
 #define TAG(t) ((void *)(uintptr_t)(t))
 
 struct an_iter {
-    grpc_call *call;
+    an_client *c;                   /* borrowed; outlives the iterator */
+    grpc_call *call;                /* the current attempt's; NULL before one */
     grpc_completion_queue *cq;
+    grpc_slice req;                 /* the packed request, for every attempt */
+    struct an__lease lease;         /* held while `leased` */
+    bool leased;
+    bool handed_out;                /* an event went to the caller: no retry */
+    int attempt;                    /* 0: the first */
+    int64_t start_ms;               /* monotonic, when the read started */
+    const char *method;             /* static (AN__M_*) */
     int64_t timeout_ms;             /* per wait for the server */
     bool pending[TAG_COUNT];        /* batch started and not yet plucked */
     grpc_metadata_array md_initial; /* filled by START */
@@ -62,7 +79,9 @@ static void iter_wait(an_iter *it, int tag, bool bounded)
 
     assert(it->pending[tag]);
     ev = grpc_completion_queue_pluck(it->cq, TAG(tag),
-                                     bounded ? an__deadline(it->timeout_ms)
+                                     bounded ? an__deadline(it->handed_out
+                                                                ? it->timeout_ms
+                                                                : it->c->attempt_timeout_ms)
                                              : gpr_inf_future(GPR_CLOCK_MONOTONIC),
                                      NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
@@ -92,13 +111,24 @@ static bool iter_start(an_iter *it, grpc_op *ops, size_t n, int tag)
     return true;
 }
 
+/* Gives the endpoint back to the breaker with the attempt's outcome. */
+static void iter_lease_end(an_iter *it, int rc)
+{
+    if (!it->leased) return;
+    an__ep_release(it->c, &it->lease, rc);
+    it->leased = false;
+}
+
 /* Ends the read with a client-side failure, cancelling the call. */
 static void iter_fail(an_iter *it, int code, const char *what)
 {
-    grpc_call_cancel(it->call, NULL);
-    iter_reap(it);
+    if (it->call) {
+        grpc_call_cancel(it->call, NULL);
+        iter_reap(it);
+    }
     it->done = true;
     it->rc = an__err_set(&it->err, code, 0, "%s", what);
+    iter_lease_end(it, AN__ABANDONED);
 }
 
 /* The server has no more messages: receive the status. */
@@ -119,6 +149,7 @@ static void iter_finish(an_iter *it)
     iter_reap(it);
     it->done = true;
     it->rc = an__err_from_status(&it->err, it->status, it->details, &it->md_trailing);
+    iter_lease_end(it, it->rc);
 }
 
 /* Receives the next ReadResponse into it->batch, or finishes the read. */
@@ -138,6 +169,7 @@ static void iter_recv(an_iter *it)
         iter_finish(it);
         return;
     }
+    iter_lease_end(it, 0);
     it->batch = (Annals__V1__ReadResponse *)an__unpack(&annals__v1__read_response__descriptor,
                                                        it->rbuf);
     grpc_byte_buffer_destroy(it->rbuf);
@@ -148,18 +180,96 @@ static void iter_recv(an_iter *it)
     }
 }
 
+/*
+ * iter_call - starts an attempt: leases an endpoint and sends the request
+ * in one batch. When no endpoint admits it, the read ends with that code.
+ * Returns 0 or AN_EINTERNAL (gRPC refused; nothing in flight).
+ */
+static int iter_call(an_iter *it)
+{
+    grpc_byte_buffer *bb;
+    grpc_op ops[4];
+    int rc;
+
+    rc = an__ep_acquire(it->c, &it->lease);
+    if (rc) {
+        it->done = true;
+        it->rc = an__err_set(&it->err, rc, 0, "%s",
+                             rc == AN_ECIRCUIT ? "circuit open on every endpoint"
+                                               : "no endpoint is up");
+        return 0;
+    }
+    it->leased = true;
+    it->call = an__call_new_ep(it->lease.ep, it->cq, it->method,
+                               gpr_inf_future(GPR_CLOCK_MONOTONIC));
+    if (!it->call) goto out_lease;
+    bb = grpc_raw_byte_buffer_create(&it->req, 1);
+    if (!bb) goto out_lease;
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &it->md_initial;
+    rc = iter_start(it, ops, 4, TAG_START) ? 0 : AN_EINTERNAL;
+    grpc_byte_buffer_destroy(bb);
+    if (rc) goto out_lease;
+    return 0;
+
+out_lease:
+    iter_lease_end(it, AN__ABANDONED);
+    return AN_EINTERNAL;
+}
+
+/*
+ * iter_retry - after a transient failure with nothing handed out, starts
+ * the read again when the retry budget allows (after the backoff).
+ * Returns whether it did; the read may have ended again at once.
+ */
+static bool iter_retry(an_iter *it)
+{
+    an_client *c = it->c;
+    int64_t end = it->start_ms + c->timeout_ms;
+    int64_t retry_end = it->start_ms + c->retry_max_total_ms;
+
+    if (it->handed_out || !an__transient(it->rc) || it->attempt >= c->max_retries) return false;
+    if (!an__backoff(c, it->attempt, retry_end < end ? retry_end : end)) return false;
+    it->attempt++;
+    if (it->call) {
+        grpc_call_unref(it->call);
+        it->call = NULL;
+    }
+    grpc_slice_unref(it->details);
+    it->details = grpc_empty_slice();
+    grpc_metadata_array_destroy(&it->md_initial);
+    grpc_metadata_array_destroy(&it->md_trailing);
+    grpc_metadata_array_init(&it->md_initial);
+    grpc_metadata_array_init(&it->md_trailing);
+    it->status = GRPC_STATUS_UNKNOWN;
+    it->done = false;
+    it->rc = 0;
+    if (iter_call(it)) {
+        it->done = true;
+        it->rc = an__err_set(&it->err, AN_EINTERNAL, 0, "cannot start the read again");
+    }
+    return true;
+}
+
 int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err)
 {
     if (!it || !ev) return an__err_set(err, AN_EINVAL, 0, "iterator or ev is NULL");
     for (;;) {
         if (it->batch && it->next < it->batch->n_events) {
             *ev = it->batch->events[it->next++];
+            it->handed_out = true;
             return 1;
         }
         if (it->batch) {
             annals__v1__read_response__free_unpacked(it->batch, NULL);
             it->batch = NULL;
         }
+        if (it->done && iter_retry(it)) continue;
         if (it->done) {
             if (it->rc && err) {
                 *err = it->err;
@@ -173,6 +283,7 @@ int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_er
 void an_iter_free(an_iter *it)
 {
     if (!it) return;
+    iter_lease_end(it, AN__ABANDONED);
     if (it->call) {
         if (!it->done) {
             grpc_call_cancel(it->call, NULL);
@@ -184,6 +295,7 @@ void an_iter_free(an_iter *it)
         annals__v1__read_response__free_unpacked(it->batch, NULL);
     }
     grpc_byte_buffer_destroy(it->rbuf);
+    grpc_slice_unref(it->req);
     grpc_slice_unref(it->details);
     grpc_metadata_array_destroy(&it->md_initial);
     grpc_metadata_array_destroy(&it->md_trailing);
@@ -199,12 +311,16 @@ static int iter_open(an_client *c, const char *method, const ProtobufCMessage *r
 {
     an_iter *it;
     grpc_byte_buffer *bb = NULL;
-    grpc_op ops[4];
+    grpc_byte_buffer_reader r;
     int rc;
 
     it = calloc(1, sizeof(*it));
     if (!it) return AN_ENOMEM;
+    it->c = c;
+    it->method = method;
+    it->start_ms = an__now_ms();
     it->timeout_ms = c->timeout_ms;
+    it->req = grpc_empty_slice();
     it->details = grpc_empty_slice();
     grpc_metadata_array_init(&it->md_initial);
     grpc_metadata_array_init(&it->md_trailing);
@@ -213,28 +329,17 @@ static int iter_open(an_client *c, const char *method, const ProtobufCMessage *r
         rc = AN_ENOMEM;
         goto out_free;
     }
-    it->call = an__call_new(c, it->cq, method, gpr_inf_future(GPR_CLOCK_MONOTONIC));
-    if (!it->call) {
-        rc = AN_EINTERNAL;
-        goto out_free;
-    }
     bb = an__pack(req);
-    if (!bb) {
+    if (!bb || !grpc_byte_buffer_reader_init(&r, bb)) {
         rc = AN_ENOMEM;
         goto out_free;
     }
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &it->md_initial;
-    if (!iter_start(it, ops, 4, TAG_START)) {
-        rc = AN_EINTERNAL;
-        goto out_free;
-    }
+    it->req = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
     grpc_byte_buffer_destroy(bb);
+    bb = NULL;
+    rc = iter_call(it);
+    if (rc) goto out_free;
     *out = it;
     return 0;
 

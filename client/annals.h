@@ -9,7 +9,9 @@
  * the server said: the gRPC status, its detail text, and for a failed
  * expectation (AN_ECONFLICT) the stream and its actual version, as data.
  *
- * Deadlines: a unary call gets the client's timeout as its gRPC deadline.
+ * Deadlines: a unary call, retries included, ends within the client's
+ * timeout; each attempt gets the attempt timeout (an_client_opts) as its
+ * gRPC deadline.
  * Streaming calls (reads, the appender) have no deadline of their own, as
  * they may rightly run for long; instead each wait for the server is
  * bounded by the timeout (see an_iter_next, an_appender_open), and a
@@ -65,12 +67,77 @@ int an_code_from_status(int grpc_status);
 
 /* ---- connecting ---- */
 
+/* States of an endpoint's circuit breaker (an_breaker_state). */
+enum an_breaker_state {
+    AN_BREAKER_CLOSED = 0,      /* calls flow */
+    AN_BREAKER_OPEN = 1,        /* calls fail fast with AN_ECIRCUIT */
+    AN_BREAKER_HALF_OPEN = 2,   /* after the cool-down: a few probes pass */
+};
+
+struct an_stream_info;
+
+/*
+ * Client options. All-zero means the defaults, so always start from
+ * `struct an_client_opts o = {0};`. Negative durations are AN_EINVAL
+ * unless a field says otherwise.
+ *
+ * Retries (unary calls): an attempt that ends UNAVAILABLE (a transport
+ * failure included), DEADLINE_EXCEEDED (the attempt's deadline), or
+ * CANCELLED (libannals never cancels a unary call, so the connection or a
+ * server shutting down cut it off) is retried after a backoff drawn
+ * uniformly from [0, backoff_base_ms * 2^n] (full jitter), at most
+ * max_retries times, while the retry would start within
+ * retry_max_total_ms of the call's start and the call's timeout_ms has
+ * not passed. Only safe calls are retried: an_get_stream, an_health, and
+ * an_append (the client gives every event without an id a random UUID v4
+ * id, and the server answers an exact repeat with the original
+ * positions). an_delete_stream and an_call_raw are never retried. Reads
+ * (an_read_stream / an_read_all) are retried by an_iter_next while no
+ * event has been handed out. No other status is ever retried. When the
+ * retries of a call that was cut off midway (CANCELLED, DEADLINE_EXCEEDED)
+ * fail too, the call reports that first cut-off attempt's code, so an
+ * AN_EUNAVAIL append was never stored.
+ *
+ * Breaker (per endpoint): breaker_threshold consecutive failed attempts
+ * (the three statuses above) open it; while open, calls that
+ * would go to it fail at once with AN_ECIRCUIT. After breaker_cooldown_ms
+ * it lets breaker_probes calls through (half-open): a probe's success
+ * closes it, a failure opens it again.
+ */
 struct an_client_opts {
-    int64_t timeout_ms;         /* default deadline per call; 0: 10 000 */
+    int64_t timeout_ms;         /* deadline of a call, retries included; 0: 10 000 */
+    int64_t attempt_timeout_ms; /* deadline of one attempt; 0: timeout_ms / (retries + 1) */
+    int max_retries;            /* 0: 3; < 0: no retries */
+    int64_t backoff_base_ms;    /* 0: 25 */
+    int64_t retry_max_total_ms; /* 0: 2000 */
+    int breaker_threshold;      /* consecutive failures; 0: 5; < 0: no breaker */
+    int64_t breaker_cooldown_ms; /* 0: 1000 */
+    int breaker_probes;         /* calls let through while half-open; 0: 1 */
+    int64_t health_interval_ms; /* with >= 2 endpoints; 0: 500; < 0: no health checks */
+
+    /*
+     * Optional. Called on every breaker transition, with the endpoint as
+     * given to an_connect (borrowed, valid while the client lives) and
+     * the states (enum an_breaker_state). Runs on the thread whose call
+     * caused it, with no lock held: it may call an_breaker_state, and
+     * must be thread-safe when the client is shared.
+     */
+    void (*on_breaker)(void *arg, const char *endpoint, int from_state, int to_state);
+
+    /*
+     * Optional. When an_get_stream finds every endpoint's breaker open
+     * (it would return AN_ECIRCUIT), it returns this function's result
+     * instead, and *out as it leaves it (e.g. from a cache). Same thread
+     * rules as on_breaker.
+     */
+    int (*get_stream_fallback)(void *arg, const char *stream, struct an_stream_info *out);
+
+    void *arg;                  /* passed to on_breaker and get_stream_fallback */
 };
 
 /*
- * an_connect - a client for `target` ("host:port"), plaintext. Connects
+ * an_connect - a client for `target` ("host:port", or several joined by
+ * commas: "h1:7400,h2:7400", one channel each), plaintext. Connects
  * lazily: an unreachable server shows as AN_EUNAVAIL on the first call
  * (calls fail fast; they do not wait for the server to come up). After a
  * failed connect the client retries at most a second later, so polling
@@ -78,12 +145,28 @@ struct an_client_opts {
  * client has its own connection. The first call initialises gRPC and sets
  * GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS=100 in the environment
  * unless it is set already (see an_client.c). opts may be NULL. Returns 0, AN_EINVAL (NULL or empty
- * target, negative timeout), AN_ENOMEM. *out on success only.
+ * target or an empty entry in it, a negative option), AN_ENOMEM. *out on
+ * success only.
+ *
+ * With several endpoints, unary calls go round-robin over the endpoints
+ * that are up and whose breaker admits them; a thread checks
+ * grpc.health.v1 on each endpoint every health_interval_ms and marks it up
+ * or down (an_close stops it). When no endpoint qualifies, a call fails at
+ * once: AN_EUNAVAIL when all are down, else AN_ECIRCUIT. An iterator or an
+ * appender picks one endpoint when it opens and keeps it.
  */
 int an_connect(const char *target, const struct an_client_opts *opts, an_client **out);
 
-/* an_close - closes the client; every iterator and appender first. NULL ok. */
+/* an_close - closes the client; every iterator and appender first. Stops
+ * and joins the health thread. NULL ok. */
 void an_close(an_client *c);
+
+/*
+ * an_breaker_state - the breaker state (enum an_breaker_state) of
+ * `endpoint`, spelled as in the target given to an_connect; NULL: the
+ * first endpoint. Returns AN_EINVAL for an unknown endpoint. Any thread.
+ */
+int an_breaker_state(an_client *c, const char *endpoint);
 
 /* ---- appending ---- */
 
@@ -95,7 +178,9 @@ enum an_expect {
 };
 
 struct an_event {
-    const uint8_t *id;          /* 16 bytes, or NULL: the server makes one */
+    const uint8_t *id;          /* 16 bytes, or NULL: an_append makes a random UUID
+                                 * v4 (so a retry is exact); the appender lets the
+                                 * server make one */
     const char *type;
     const void *data;
     size_t data_len;
@@ -130,7 +215,9 @@ struct an_append_result {
  * an_append - Commands.Append: all or nothing across the given streams.
  * res and err may be NULL. Returns 0, or the code of the server's status
  * (AN_ECONFLICT with err->stream / err->actual_version, AN_EEXIST,
- * AN_ETOMBSTONED, AN_EINVAL, AN_ETOOBIG, AN_EUNAVAIL, AN_EDEADLINE, ...).
+ * AN_ETOMBSTONED, AN_EINVAL, AN_ETOOBIG, AN_EUNAVAIL, AN_EDEADLINE, ...),
+ * or AN_ECIRCUIT (no endpoint's breaker admits the call; nothing sent).
+ * Retried as the options say; an acknowledged append is stored once.
  * The client itself checks only what it cannot encode: AN_EINVAL for a
  * NULL array with a non-zero count (err->grpc_status 0); everything else
  * (no streams, no events, ...) is sent for the server to judge.
@@ -243,7 +330,11 @@ int an_read_all(an_client *c, const struct an_read_all_opts *o, an_iter **out);
  * the end it keeps returning the same 0 or code. When the server sends
  * nothing (neither the next message nor the status) within the client's
  * timeout, the call is cancelled and the read fails with AN_EDEADLINE;
- * time spent by the caller between calls does not count.
+ * time spent by the caller between calls does not count. Until the first
+ * event is handed out, each wait is bounded by the attempt timeout
+ * instead, and a read failing UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED
+ * is started again as the retry options allow; with no endpoint admitting
+ * it, the read fails at once with AN_ECIRCUIT (or AN_EUNAVAIL).
  */
 int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err);
 
@@ -261,7 +352,10 @@ struct an_stream_info {
     bool tombstoned;
 };
 
-/* an_get_stream - Queries.GetStream. Returns 0, AN_ENOTFOUND, ... */
+/*
+ * an_get_stream - Queries.GetStream. Returns 0, AN_ENOTFOUND, ...,
+ * AN_ECIRCUIT (or get_stream_fallback's result when that is set).
+ */
 int an_get_stream(an_client *c, const char *stream, const struct an_as_of *as_of,
                   struct an_stream_info *out, struct an_error *err);
 
