@@ -296,14 +296,21 @@ static void check_outcomes(struct writer *ws, int n, bool refused_absent)
     seen_free(&s);
 }
 
-Test(server_load, graceful_shutdown_answers_what_it_wrote_and_refuses_the_rest)
+/* Runs 16 writers, stops the server under them (SIGTERM, or SIGKILL),
+ * restarts it and checks what each writer was told against what is stored. */
+static void interrupt_writers(bool graceful)
 {
     struct writer ws[WRITERS];
     pthread_t t[WRITERS];
     atomic_int stop = 0;
     writers_run(ws, WRITERS, 100000, &stop, t);
-    sleep_ms(400);
-    cr_assert_eq(h_stop(&h), 0, "annalsd did not exit 0 on SIGTERM");
+    if (graceful) {
+        sleep_ms(400);
+        cr_assert_eq(h_stop(&h), 0, "annalsd did not exit 0 on SIGTERM");
+    } else {
+        sleep_ms(300 + rand() % 300);
+        h_kill(&h);
+    }
     sleep_ms(200);
     atomic_store(&stop, 1);
     for (int i = 0; i < WRITERS; i++) {
@@ -312,32 +319,19 @@ Test(server_load, graceful_shutdown_answers_what_it_wrote_and_refuses_the_rest)
     h_restart(&h);
     an_close(h.client);
     cr_assert_eq(an_connect(h.addr, NULL, &h.client), 0);
-    check_outcomes(ws, WRITERS, true);
+    check_outcomes(ws, WRITERS, graceful);
     for (int i = 0; i < WRITERS; i++) {
         free(ws[i].ids);
         free(ws[i].rcs);
     }
 }
 
+Test(server_load, graceful_shutdown_answers_what_it_wrote_and_refuses_the_rest)
+{
+    interrupt_writers(true);
+}
+
 Test(server_load, kill_9_under_sixteen_writers_loses_no_acknowledged_append)
 {
-    struct writer ws[WRITERS];
-    pthread_t t[WRITERS];
-    atomic_int stop = 0;
-    writers_run(ws, WRITERS, 100000, &stop, t);
-    sleep_ms(300 + rand() % 300);
-    h_kill(&h);
-    sleep_ms(200);
-    atomic_store(&stop, 1);
-    for (int i = 0; i < WRITERS; i++) {
-        pthread_join(t[i], NULL);
-    }
-    h_restart(&h);
-    an_close(h.client);
-    cr_assert_eq(an_connect(h.addr, NULL, &h.client), 0);
-    check_outcomes(ws, WRITERS, false);
-    for (int i = 0; i < WRITERS; i++) {
-        free(ws[i].ids);
-        free(ws[i].rcs);
-    }
+    interrupt_writers(false);
 }
