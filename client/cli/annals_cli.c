@@ -39,8 +39,8 @@ struct cli_flag_def {
 
 static const struct cli_flag_def cli_flags[CLI_F_COUNT] = {
     [CLI_F_SERVER] = {"server", CLI_VALUE, "ADDR",
-                      "HOST:PORT (default " CLI_DEFAULT_SERVER "); of a list\n"
-                      "A,B,... only A is used for now"},
+                      "HOST:PORT (default " CLI_DEFAULT_SERVER "), or a list\n"
+                      "A,B,...: calls go round-robin over the healthy ones"},
     [CLI_F_TIMEOUT] = {"timeout", CLI_VALUE, "MS",
                        "deadline per call and per wait for a streamed reply\n"
                        "(default 10000)"},
@@ -371,15 +371,16 @@ int cli__flag_as_of(const struct cli_args *a, struct an_as_of *out)
 
 int cli__connect(const struct cli_args *a, an_client **out)
 {
-    char target[256];
+    char target[1024];
     const char *server = a->set[CLI_F_SERVER] ? a->val[CLI_F_SERVER] : CLI_DEFAULT_SERVER;
-    size_t len = strcspn(server, ",");
+    size_t len = strlen(server);
     struct an_client_opts opts = {0};
     uint64_t timeout_ms = 0;
     int rc;
 
     if (len == 0 || len >= sizeof(target)) {
-        cli__errf(a, "--server: '%s' is not HOST:PORT", server);
+        cli__errf(a, "--server: '%.100s' is not HOST:PORT[,HOST:PORT...] (at most %zu bytes)",
+                  server, sizeof(target) - 1);
         return CLI_EXIT_USAGE;
     }
     memcpy(target, server, len);
