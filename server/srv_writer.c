@@ -85,24 +85,6 @@ void srv_append_response(const struct log_op *op, size_t n_streams,
     out->streams = srp;
 }
 
-/* Writes s percent-encoded as the contract wants for text metadata. */
-static void percent_encode(char *out, size_t cap, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (; *s && o + 4 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
-            out[o++] = (char)ch;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[ch >> 4];
-            out[o++] = hex[ch & 15];
-        }
-    }
-    out[o] = '\0';
-}
-
 void srv_reply_op(struct srv_call *c, const struct srv_wreq *w)
 {
     const struct log_op *op = &w->op;
@@ -110,9 +92,9 @@ void srv_reply_op(struct srv_call *c, const struct srv_wreq *w)
         const char *stream = op->kind == LOG_OP_DELETE
                                  ? op->del->stream
                                  : op->append->streams[op->conflict_stream]->stream;
-        char enc[3 * LOG_NAME_MAX + 1];
+        char enc[3 * LOG_NAME_MAX + 4]; /* room for every byte escaped */
         char ver[24];
-        percent_encode(enc, sizeof(enc), stream);
+        log_percent_encode(enc, sizeof(enc), stream, strlen(stream));
         snprintf(ver, sizeof(ver), "%lld", (long long)op->actual_version);
         grpc_metadata md[2] = {
             {.key = grpc_slice_from_static_string("annals-stream"),

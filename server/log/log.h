@@ -395,6 +395,14 @@ int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
  */
 int log_event_peek(const uint8_t *packed, size_t len, struct log_event *out);
 
+/*
+ * log_percent_encode - [s, s+len) as printable ASCII: every byte outside
+ * 0x20..0x7E, and '%', becomes %XX (upper-case hex), as the contract wants
+ * for text metadata; what does not fit in cap (with its NUL) is cut and
+ * ends in "...". Used for names in details and in trailers.
+ */
+void log_percent_encode(char *out, size_t cap, const char *s, size_t len);
+
 /* log_utf8_valid - whether [s, s+len) is well-formed UTF-8. */
 bool log_utf8_valid(const char *s, size_t len);
 

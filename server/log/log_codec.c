@@ -276,7 +276,7 @@ long log__json_escape(char *buf, size_t cap, const char *s, size_t len)
     return (long)o;
 }
 
-void log__printable(char *out, size_t cap, const char *s, size_t len)
+void log_percent_encode(char *out, size_t cap, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;

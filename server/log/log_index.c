@@ -269,7 +269,7 @@ int log__stream_state(const log_env *env, MDB_txn *txn, const char *name, size_t
 }
 
 int log__version_position(const log_env *env, MDB_txn *txn, const struct log__sstate *st,
-                          uint64_t version, uint64_t *pos, struct log__run *run_out)
+                          uint64_t version, uint64_t *pos)
 {
     struct log__run r;
     int rc = log__run_find(env, txn, &st->run, false, version, &r);
@@ -280,8 +280,5 @@ int log__version_position(const log_env *env, MDB_txn *txn, const struct log__ss
         return AN_ENOTFOUND;
     }
     *pos = r.position + (version - r.first_version);
-    if (run_out) {
-        *run_out = r;
-    }
     return 0;
 }

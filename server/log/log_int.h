@@ -93,9 +93,9 @@ int log__del_get(const log_env *env, MDB_txn *txn, uint64_t sid, uint64_t pos,
 /* A stream's state as of bound (UINT64_MAX: latest): 0, AN_ENOTFOUND, ... */
 int log__stream_state(const log_env *env, MDB_txn *txn, const char *name, size_t len,
                       uint64_t bound, struct log__sstate *out);
-/* The position of a version visible in st (and its run, if run_out). */
+/* The position of a version visible in st. */
 int log__version_position(const log_env *env, MDB_txn *txn, const struct log__sstate *st,
-                          uint64_t version, uint64_t *pos, struct log__run *run_out);
+                          uint64_t version, uint64_t *pos);
 
 /* ---- the env ---- */
 
@@ -175,7 +175,5 @@ int64_t log__now_ns(void);
 /* Writes JSON-escaped s into buf; returns bytes written, or -1 if cap is short. */
 long log__json_escape(char *buf, size_t cap, const char *s, size_t len);
 
-/* Percent-encodes bytes outside 0x20..0x7E and '%' (for details and metadata). */
-void log__printable(char *out, size_t cap, const char *s, size_t len);
 
 #endif /* LOG_INT_H */

@@ -147,7 +147,7 @@ static int visible_range(log_reader *rd, const char *name, uint64_t bound,
 {
     size_t len = strlen(name);
     char nm[64];
-    log__printable(nm, sizeof(nm), name, len);
+    log_percent_encode(nm, sizeof(nm), name, len);
     int rc = log__stream_state(rd->env, rd->txn, name, len, bound, st);
     if (rc == AN_ENOTFOUND || (rc == 0 && !st->exists)) {
         log__detail(rd->detail, "stream '%s' not found", nm);
@@ -291,7 +291,7 @@ int log_read_stream(log_reader *rd, const struct log_stream_read *q, log_event_f
     int64_t lv = st.last_version;
     if ((int64_t)vmin > lv) {
         char nm[64];
-        log__printable(nm, sizeof(nm), q->stream, len);
+        log_percent_encode(nm, sizeof(nm), q->stream, len);
         log__detail(rd->detail, "stream '%s' is deleted", nm);
         return AN_ENOTFOUND;
     }
@@ -321,7 +321,7 @@ int log_read_stream(log_reader *rd, const struct log_stream_read *q, log_event_f
     }
     if (rc) {
         char nm[64];
-        log__printable(nm, sizeof(nm), q->stream, len);
+        log_percent_encode(nm, sizeof(nm), q->stream, len);
         log__detail(rd->detail, "stream '%s': its runs or events cannot be read", nm);
     }
     return rc;
@@ -351,8 +351,7 @@ int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
     if ((int64_t)vmin <= st.last_version) {
         info.event_count = (uint64_t)st.last_version - vmin + 1;
         info.last_position = st.last_position;
-        if ((rc = log__version_position(rd->env, rd->txn, &st, vmin, &info.first_position,
-                                        NULL))) {
+        if ((rc = log__version_position(rd->env, rd->txn, &st, vmin, &info.first_position))) {
             goto out_corrupt;
         }
     }
@@ -528,7 +527,7 @@ int log_verify(log_env *env, log_progress_fn progress, void *arg, char *detail)
         struct log__sstate st;
         uint64_t ip;
         if (log__stream_state(env, rd->txn, ev.stream, ev.stream_len, head, &st) ||
-            log__version_position(env, rd->txn, &st, ev.version, &ip, NULL) || ip != pos) {
+            log__version_position(env, rd->txn, &st, ev.version, &ip) || ip != pos) {
             log__detail(detail, "the stream index does not lead to the event at position %llu",
                         (unsigned long long)pos);
             rc = AN_ECORRUPT;

@@ -68,7 +68,7 @@ static int check_name(const char *s, bool allow_reserved, char *detail, const ch
         log__detail(detail, "%s is %zu bytes > limit %u", what, len, LOG_NAME_MAX);
     } else if (s[0] == '$' && !allow_reserved) {
         char name[64];
-        log__printable(name, sizeof(name), s, len);
+        log_percent_encode(name, sizeof(name), s, len);
         log__detail(detail, "%s '%s': names starting with '$' are reserved for the server",
                     what, name);
     } else {
@@ -135,7 +135,7 @@ static int check_duplicates(const Annals__V1__AppendRequest *req, size_t n_ids, 
         for (size_t i = 1; i < n && !rc; i++) {
             if (strcmp(names[i - 1], names[i]) == 0) {
                 char nm[64];
-                log__printable(nm, sizeof(nm), names[i], strlen(names[i]));
+                log_percent_encode(nm, sizeof(nm), names[i], strlen(names[i]));
                 log__detail(detail, "stream '%s' appears twice in the request", nm);
                 rc = AN_EINVAL;
             }
@@ -280,7 +280,7 @@ static void conflict(struct log_op *op, size_t idx, const char *stream, Annals__
 {
     char nm[64];
     char want[48];
-    log__printable(nm, sizeof(nm), stream, strlen(stream));
+    log_percent_encode(nm, sizeof(nm), stream, strlen(stream));
     switch (e) {
     case ANNALS__V1__EXPECTATION__EXPECT_NO_STREAM:
         snprintf(want, sizeof(want), "no stream");
@@ -404,9 +404,8 @@ static int put_head(struct wtxn *w, const char *stream, const struct log__head *
     return mdb_put(w->txn, w->env->dbi_streams, &k, &v, 0);
 }
 
-/* Converts an LMDB failure during puts: the txn is doomed; the caller
- * aborts it. Positive MDB codes pass through for log_commit to act on. */
-#define WFAIL(rc) return (rc)
+/* Put functions return LMDB's code on failure: the txn is doomed, and
+ * run_txn decides (grow the map, split the batch, or fail it). */
 
 static int put_event(struct wtxn *w, const struct log_op *op, const char *stream, uint64_t version,
                      uint64_t pos, int64_t ts, const Annals__V1__EventData *e,
@@ -432,7 +431,7 @@ static int put_event(struct wtxn *w, const struct log_op *op, const char *stream
         id = fresh;
     }
     if (rc) {
-        WFAIL(rc);
+        return rc;
     }
 
     Annals__V1__RecordedEvent rec = ANNALS__V1__RECORDED_EVENT__INIT;
@@ -455,7 +454,7 @@ static int put_event(struct wtxn *w, const struct log_op *op, const char *stream
     MDB_val pv = {.mv_size = 1 + h + packed};
     rc = mdb_put(w->txn, env->dbi_events, &pk, &pv, MDB_APPEND | MDB_RESERVE);
     if (rc) {
-        WFAIL(rc);
+        return rc;
     }
     uint8_t *out = pv.mv_data;
     out[0] = (uint8_t)h;
@@ -498,7 +497,7 @@ static int put_run(struct wtxn *w, const struct log_op *op, const char *stream,
     run.sid = st->sid;
     for (size_t j = 0; j < n; j++) {
         if ((rc = put_event(w, op, stream, fv + j, pos + j, ts, events[j], j ? NULL : &run))) {
-            WFAIL(rc);
+            return rc;
         }
     }
     st->run = run;
@@ -507,7 +506,7 @@ static int put_run(struct wtxn *w, const struct log_op *op, const char *stream,
     st->head.last_version = fv + n - 1;
     st->head.last_run = pos;
     if ((rc = put_head(w, stream, &st->head))) {
-        WFAIL(rc);
+        return rc;
     }
     w->head = pos + n - 1;
     w->last_ts = ts;
@@ -574,7 +573,7 @@ static int apply_append(struct wtxn *w, struct log_op *op)
                     first_found = log__le64_get(v.mv_data);
                 }
             } else if (rc != MDB_NOTFOUND) {
-                WFAIL(rc);
+                return rc;
             }
         }
     }
@@ -601,7 +600,7 @@ static int apply_append(struct wtxn *w, struct log_op *op)
         }
         if (stp->tombstoned) {
             char nm[64];
-            log__printable(nm, sizeof(nm), s->stream, strlen(s->stream));
+            log_percent_encode(nm, sizeof(nm), s->stream, strlen(s->stream));
             op->rc = AN_ETOMBSTONED;
             log__detail(op->detail, "stream '%s' is tombstoned (at position %llu)", nm,
                         (unsigned long long)stp->del.position);
@@ -620,7 +619,7 @@ static int apply_append(struct wtxn *w, struct log_op *op)
         rc = put_run(w, op, s->stream, &env->w_streams[i], s->events, s->n_events, ts,
                      op->streams ? &op->streams[i] : NULL);
         if (rc) {
-            WFAIL(rc);
+            return rc;
         }
     }
     op->last_position = w->head;
@@ -635,7 +634,7 @@ static int apply_delete(struct wtxn *w, struct log_op *op)
     char nm[64];
     int rc;
 
-    log__printable(nm, sizeof(nm), d->stream, strlen(d->stream));
+    log_percent_encode(nm, sizeof(nm), d->stream, strlen(d->stream));
     rc = log__stream_state(w->env, w->txn, d->stream, strlen(d->stream), UINT64_MAX, &st);
     if (rc == AN_ENOTFOUND) {
         op->rc = AN_ENOTFOUND;
@@ -691,7 +690,7 @@ static int apply_delete(struct wtxn *w, struct log_op *op)
     }
     int64_t ts = next_ts(w);
     if ((rc = put_run(w, op, LOG_DELETED_STREAM, &sys, &evp, 1, ts, NULL))) {
-        WFAIL(rc);
+        return rc;
     }
     uint8_t key[16];
     uint8_t del[LOG__DEL_BYTES];
@@ -702,11 +701,11 @@ static int apply_delete(struct wtxn *w, struct log_op *op)
     MDB_val k = {.mv_size = sizeof(key), .mv_data = key};
     MDB_val v = {.mv_size = sizeof(del), .mv_data = del};
     if ((rc = mdb_put(w->txn, w->env->dbi_dels, &k, &v, 0))) {
-        WFAIL(rc);
+        return rc;
     }
     st.head.last_del = w->head;
     if ((rc = put_head(w, d->stream, &st.head))) {
-        WFAIL(rc);
+        return rc;
     }
     op->first_position = op->last_position = w->head;
     op->recorded_at_ns = ts;
