@@ -28,139 +28,16 @@
 #include <unistd.h>
 
 #include "annals.h"
+#include "bench_util.h"
 #include "log.h"
 
 #define EVENT_BYTES 200
 
 static char payload[EVENT_BYTES];
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void die(const char *what, int rc, const char *detail)
 {
-    fprintf(stderr, "bench_server: %s: %s (%s)\n", what, an_strerror(rc), detail ? detail : "");
-    exit(1);
-}
-
-/* ---- a server of our own ---- */
-
-struct server {
-    char dir[256];
-    char addr[64];
-    pid_t pid;
-};
-
-static const char *annalsd_path(void)
-{
-    const char *p = getenv("ANNALSD");
-    return p ? p : ANNALSD_PATH;
-}
-
-static void server_start(struct server *s, const char *base)
-{
-    char data[300];
-    char log[300];
-    snprintf(s->dir, sizeof(s->dir), "%s/annals-bench-XXXXXX", base);
-    if (!mkdtemp(s->dir)) {
-        fprintf(stderr, "bench_server: mkdtemp in %s: %s\n", base, strerror(errno));
-        exit(1);
-    }
-    snprintf(data, sizeof(data), "%s/data", s->dir);
-    snprintf(log, sizeof(log), "%s/annalsd.log", s->dir);
-    s->pid = fork();
-    if (s->pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        execl(annalsd_path(), annalsd_path(), "--data", data, "--listen", "127.0.0.1:0",
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(log, "r");
-        char line[2048];
-        while (f && fgets(line, sizeof(line), f)) {
-            const char *p = strstr(line, "msg=\"started\"");
-            const char *q = p ? strstr(p, " port=") : NULL;
-            if (q) {
-                snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%d", atoi(q + 6));
-                fclose(f);
-                return;
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        usleep(10000);
-    }
-    fprintf(stderr, "bench_server: annalsd (%s) did not start; see %s\n", annalsd_path(), log);
-    exit(1);
-}
-
-/* Stops the server; returns the writer's mean batch from its totals line. */
-static double server_stop(struct server *s)
-{
-    char log[300];
-    char line[2048];
-    double batch = 0;
-    kill(s->pid, SIGTERM);
-    waitpid(s->pid, NULL, 0);
-    snprintf(log, sizeof(log), "%s/annalsd.log", s->dir);
-    FILE *f = fopen(log, "r");
-    while (f && fgets(line, sizeof(line), f)) {
-        const char *p = strstr(line, "msg=\"totals\"");
-        const char *q = p ? strstr(p, "mean_batch=") : NULL;
-        if (q) {
-            batch = atof(q + 11);
-        }
-    }
-    if (f) {
-        fclose(f);
-    }
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "bench_server: could not remove %s\n", s->dir);
-    }
-    return batch;
-}
-
-/* ---- latencies ---- */
-
-struct lat {
-    uint32_t *us;
-    size_t n;
-    size_t cap;
-};
-
-static void lat_add(struct lat *l, double seconds)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 4096;
-        l->us = realloc(l->us, l->cap * sizeof(*l->us));
-    }
-    double us = seconds * 1e6;
-    l->us[l->n++] = us > 4e9 ? 4000000000u : (uint32_t)us;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a;
-    uint32_t y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(struct lat *l, double p)
-{
-    if (!l->n) {
-        return 0;
-    }
-    size_t i = (size_t)(p * (double)(l->n - 1));
-    return l->us[i] / 1000.0;
+    bu_die("bench_server", what, rc, detail);
 }
 
 struct result {
@@ -172,14 +49,14 @@ struct result {
     double batch;
 };
 
-static void finish(struct result *r, struct lat *l, uint64_t events, double secs)
+static void finish(struct result *r, struct bu_lat *l, uint64_t events, double secs)
 {
-    qsort(l->us, l->n, sizeof(*l->us), cmp_u32);
+    bu_lat_sort(l);
     r->events_s = (double)events / secs;
-    r->p50_ms = pct(l, 0.50);
-    r->p99_ms = pct(l, 0.99);
-    r->p999_ms = pct(l, 0.999);
-    free(l->us);
+    r->p50_ms = bu_pct(l, 0.50);
+    r->p99_ms = bu_pct(l, 0.99);
+    r->p999_ms = bu_pct(l, 0.999);
+    bu_lat_free(l);
 }
 
 /* ---- unary clients ---- */
@@ -188,7 +65,7 @@ struct uclient {
     const char *addr;
     int index;
     uint64_t count;
-    struct lat lat;
+    struct bu_lat lat;
 };
 
 static void *unary_main(void *arg)
@@ -209,9 +86,9 @@ static void *unary_main(void *arg)
                                       .expected_version = i - 1,
                                       .events = &e,
                                       .n_events = 1};
-        double t0 = now_s();
+        double t0 = bu_now();
         int rc = an_append(c, &sa, 1, NULL, &err);
-        lat_add(&u->lat, now_s() - t0);
+        bu_lat_add(&u->lat, bu_now() - t0);
         if (rc) {
             die("append", rc, err.detail);
         }
@@ -226,14 +103,14 @@ static void *unary_main(void *arg)
 
 static void run_unary(const char *base, struct result *r, int clients, uint64_t total)
 {
-    struct server s;
+    struct bu_server s;
     struct uclient *u = calloc((size_t)clients, sizeof(*u));
     pthread_t *t = calloc((size_t)clients, sizeof(*t));
-    struct lat all = {0};
-    server_start(&s, base);
+    struct bu_lat all = {0};
+    bu_server_start(&s, base, NULL);
     fprintf(stderr, "bench: %s: %d clients, %llu appends\n", r->name, clients,
             (unsigned long long)total);
-    double t0 = now_s();
+    double t0 = bu_now();
     for (int i = 0; i < clients; i++) {
         u[i] = (struct uclient){.addr = s.addr, .index = i, .count = total / (uint64_t)clients};
         pthread_create(&t[i], NULL, unary_main, &u[i]);
@@ -242,13 +119,10 @@ static void run_unary(const char *base, struct result *r, int clients, uint64_t 
     for (int i = 0; i < clients; i++) {
         pthread_join(t[i], NULL);
         done += u[i].count;
-        for (size_t k = 0; k < u[i].lat.n; k++) {
-            lat_add(&all, u[i].lat.us[k] / 1e6);
-        }
-        free(u[i].lat.us);
+        bu_lat_merge(&all, &u[i].lat);
     }
-    double secs = now_s() - t0;
-    r->batch = server_stop(&s);
+    double secs = bu_now() - t0;
+    r->batch = bu_server_stop(&s);
     finish(r, &all, done, secs);
     free(u);
     free(t);
@@ -258,7 +132,7 @@ static void run_unary(const char *base, struct result *r, int clients, uint64_t 
 
 struct astate {
     double *sent;               /* submit time by correlation id */
-    struct lat lat;
+    struct bu_lat lat;
     atomic_ullong failed;
     pthread_mutex_t mu;
 };
@@ -277,7 +151,7 @@ static void on_result(void *arg, uint64_t corr, int rc, const struct an_append_r
     }
     if (a->sent) {
         pthread_mutex_lock(&a->mu);
-        lat_add(&a->lat, now_s() - a->sent[corr]);
+        bu_lat_add(&a->lat, bu_now() - a->sent[corr]);
         pthread_mutex_unlock(&a->mu);
     }
 }
@@ -298,7 +172,7 @@ static double stream_load(an_client *c, uint64_t total, unsigned per, unsigned i
     if (rc) {
         die("appender", rc, NULL);
     }
-    double t0 = now_s();
+    double t0 = bu_now();
     for (uint64_t i = 0; i < total; i++) {
         char stream[32];
         unsigned k = (unsigned)(i % 64);
@@ -312,7 +186,7 @@ static double stream_load(an_client *c, uint64_t total, unsigned per, unsigned i
         };
         versions[k] += per;
         if (st->sent) {
-            st->sent[i + 1] = now_s();
+            st->sent[i + 1] = bu_now();
         }
         if ((rc = an_appender_submit(ap, &sa, 1, NULL))) {
             die("submit", rc, NULL);
@@ -326,17 +200,17 @@ static double stream_load(an_client *c, uint64_t total, unsigned per, unsigned i
         die("appender close", rc, NULL);
     }
     free(ev);
-    return now_s() - t0;
+    return bu_now() - t0;
 }
 
 static void run_stream(const char *base, struct result *r, uint64_t total, uint64_t read_n,
                        struct result *rr)
 {
-    struct server s;
+    struct bu_server s;
     an_client *c;
     struct astate st = {.sent = calloc(total + 1, sizeof(double))};
     pthread_mutex_init(&st.mu, NULL);
-    server_start(&s, base);
+    bu_server_start(&s, base, NULL);
     if (an_connect(s.addr, NULL, &c)) {
         die("connect", AN_EUNAVAIL, s.addr);
     }
@@ -365,7 +239,7 @@ static void run_stream(const char *base, struct result *r, uint64_t total, uint6
     uint64_t n = 0;
     size_t bytes = 0;
     fprintf(stderr, "bench: ReadAll of %llu events\n", (unsigned long long)have);
-    double t0 = now_s();
+    double t0 = bu_now();
     if (an_read_all(c, &o, &it)) {
         die("read all", AN_EINTERNAL, NULL);
     }
@@ -379,14 +253,14 @@ static void run_stream(const char *base, struct result *r, uint64_t total, uint6
                     (unsigned long long)have);
         }
     }
-    double rsecs = now_s() - t0;
+    double rsecs = bu_now() - t0;
     if (rc) {
         die("read all", rc, err.detail);
     }
     an_iter_free(it);
     rr->events_s = (double)n / rsecs;
     an_close(c);
-    r->batch = server_stop(&s);
+    r->batch = bu_server_stop(&s);
     (void)bytes;
 }
 
@@ -435,7 +309,7 @@ static double engine_rate(const char *base, double batch, uint64_t events)
         ver[i] = -1;
     }
     uint64_t commits = events / b + 1;
-    double t0 = now_s();
+    double t0 = bu_now();
     for (uint64_t k = 0; k < commits; k++) {
         for (unsigned i = 0; i < b; i++) {
             sa[i].expect = ver[i] < 0 ? ANNALS__V1__EXPECTATION__EXPECT_NO_STREAM
@@ -455,7 +329,7 @@ static double engine_rate(const char *base, double batch, uint64_t events)
         }
     }
     log_sync(env);
-    double secs = now_s() - t0;
+    double secs = bu_now() - t0;
     log_close(env);
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -53,6 +53,7 @@ static const struct flag flags[] = {
     {"max-request", FLAG_SIZE, "4M", 1024, 256ull << 20, "largest append request"},
     {"threads", FLAG_UINT, "0", 0, 256, "completion-queue threads (0: one per core)"},
     {"max-batch", FLAG_UINT, "1024", 1, 65536, "appends per group commit"},
+    {"max-subscriptions", FLAG_UINT, "10000", 1, 1000000, "Subscribe calls open at once"},
     {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -65,9 +66,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: annalsd [--flag value ...]\n\n");
     for (size_t i = 0; i < N_FLAGS; i++) {
-        fprintf(f, "  --%-12s %s (default %s)\n", flags[i].name, flags[i].help, flags[i].def);
+        fprintf(f, "  --%-18s %s (default %s)\n", flags[i].name, flags[i].help, flags[i].def);
     }
-    fprintf(f, "  --%-12s %s\n  --%-12s %s\n", "help", "this text", "version", "the version");
+    fprintf(f, "  --%-18s %s\n  --%-18s %s\n", "help", "this text", "version", "the version");
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -220,6 +221,10 @@ static int build_cfg(const struct opts *o, struct srv_cfg *cfg)
         return -1;
     }
     cfg->max_batch = (unsigned)v;
+    if (flag_num(o, flag_index("max-subscriptions"), &v)) {
+        return -1;
+    }
+    cfg->max_subscriptions = (unsigned)v;
     if (say_set_level(flag_str(o, "log-level"))) {
         fprintf(stderr, "annalsd: --log-level '%s': want debug, info, warn or error\n",
                 flag_str(o, "log-level"));

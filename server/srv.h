@@ -24,6 +24,7 @@ struct srv_cfg {
     unsigned threads;           /* completion-queue threads; 0: the cores */
     unsigned max_batch;         /* appends per group commit; 0: 1024 */
     unsigned stream_window;     /* AppendStream requests in progress per call; 0: 256 */
+    unsigned max_subscriptions; /* Subscribe calls open at once; 0: 10000 */
 };
 
 /*

@@ -9,8 +9,8 @@
  * room. Queries.ReadStream and ReadAll send batches of about 64 KiB made
  * of the stored wire bytes, one message in flight at a time: each send
  * completion reads the next batch in a fresh read snapshot bounded by the
- * position fixed when the call started. GetStream and Health/Check answer
- * at once.
+ * position fixed when the call started. Queries.Subscribe is in srv_sub.c.
+ * GetStream and Health/Check answer at once.
  */
 #include "srv_int.h"
 
@@ -283,17 +283,9 @@ static void astream_on_write(struct srv_call *c, bool ok)
 
 /* ---- reads ---- */
 
-struct batch {
-    uint8_t *buf;
-    size_t len;
-    size_t cap;
-    uint64_t n;
-    uint64_t want;
-};
-
-static bool batch_add(void *arg, const struct log_event *ev)
+bool srv_batch_add(void *arg, const struct log_event *ev)
 {
-    struct batch *b = arg;
+    struct srv_batch *b = arg;
     size_t need = b->len + ev->packed_len + 11;
     if (need > b->cap) {
         size_t cap = b->cap ? b->cap : READ_BATCH_BYTES + 1024;
@@ -307,7 +299,7 @@ static bool batch_add(void *arg, const struct log_event *ev)
         b->buf = p;
         b->cap = cap;
     }
-    /* ReadResponse.events (field 1, length-delimited): the stored bytes */
+    /* field 1 (events), length-delimited: the stored bytes */
     b->buf[b->len++] = 0x0a;
     uint64_t l = ev->packed_len;
     while (l >= 0x80) {
@@ -318,6 +310,7 @@ static bool batch_add(void *arg, const struct log_event *ev)
     memcpy(b->buf + b->len, ev->packed, ev->packed_len);
     b->len += ev->packed_len;
     b->n++;
+    b->last_position = ev->position;
     return b->len < READ_BATCH_BYTES && b->n < b->want;
 }
 
@@ -327,10 +320,10 @@ static void read_next(struct srv_call *c)
 {
     struct srv_rstream *rs = &c->rs;
     log_reader *rd = c->q->rd;
-    struct batch b;
+    struct srv_batch b;
     int rc = 0;
 again:
-    b = (struct batch){.want = rs->left};
+    b = (struct srv_batch){.want = rs->left};
     if (rs->done || rs->left == 0 || atomic_load(&c->closed)) {
         srv_reply(c, NULL, GRPC_STATUS_OK, NULL, NULL, 0);
         return;
@@ -348,7 +341,7 @@ again:
             .filter = &rs->filter,
             .as_of = rs->as_of,
         };
-        rc = log_read_all(rd, &q, batch_add, &b, &rs->next, &rs->done);
+        rc = log_read_all(rd, &q, srv_batch_add, &b, &rs->next, &rs->done);
         if (!rc && rs->backwards && rs->next == 0) {
             rs->done = true;
         }
@@ -360,7 +353,7 @@ again:
             .max_count = rs->left == UINT64_MAX ? 0 : rs->left,
             .as_of = rs->as_of,
         };
-        rc = log_read_stream(rd, &q, batch_add, &b, &rs->next, &rs->done);
+        rc = log_read_stream(rd, &q, srv_batch_add, &b, &rs->next, &rs->done);
     }
     char detail[LOG_DETAIL_MAX];
     snprintf(detail, sizeof(detail), "%s", log_reader_detail(rd));
@@ -538,9 +531,10 @@ static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
         return &annals__v1__get_stream_request__descriptor;
     case SRV_M_HEALTH_CHECK:
         return &grpc__health__v1__health_check_request__descriptor;
+    case SRV_M_SUBSCRIBE:
+        return &annals__v1__subscribe_request__descriptor;
     case SRV_M_APPEND_STREAM:
     case SRV_M_UNKNOWN:
-    case SRV_M_SUBSCRIBE:
     case SRV_M_GET_VIEW:
     case SRV_M_SCAN_VIEW:
         break;
@@ -552,7 +546,6 @@ void srv_on_new(struct srv_call *c)
 {
     switch (c->method) {
     case SRV_M_UNKNOWN:
-    case SRV_M_SUBSCRIBE:
     case SRV_M_GET_VIEW:
     case SRV_M_SCAN_VIEW: {
         char detail[300];
@@ -576,6 +569,7 @@ void srv_on_new(struct srv_call *c)
     case SRV_M_READ_STREAM:
     case SRV_M_READ_ALL:
     case SRV_M_GET_STREAM:
+    case SRV_M_SUBSCRIBE:
     case SRV_M_HEALTH_CHECK:
         if (srv_recv(c)) {
             srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
@@ -624,9 +618,11 @@ void srv_on_read(struct srv_call *c, bool ok)
     case SRV_M_HEALTH_CHECK:
         on_health(c);
         return;
+    case SRV_M_SUBSCRIBE:
+        srv_sub_begin(c);
+        return;
     case SRV_M_APPEND_STREAM:
     case SRV_M_UNKNOWN:
-    case SRV_M_SUBSCRIBE:
     case SRV_M_GET_VIEW:
     case SRV_M_SCAN_VIEW:
         break;
@@ -638,6 +634,10 @@ void srv_on_write(struct srv_call *c, bool ok)
 {
     if (c->method == SRV_M_APPEND_STREAM) {
         astream_on_write(c, ok);
+        return;
+    }
+    if (c->method == SRV_M_SUBSCRIBE) {
+        srv_sub_on_write(c, ok);
         return;
     }
     if (!ok || atomic_load(&c->closed)) {

@@ -101,6 +101,40 @@ struct srv_rstream {
     struct log_filter filter;   /* ReadAll: points into the request */
 };
 
+/* ---- subscriptions (srv_sub.c) ---- */
+
+/* One Subscribe call's cursor. Whoever has the call (srv_sub.c) owns it;
+ * `parked`, `prev` and `next` are under srv.fan.mu while parked. */
+struct srv_sub {
+    bool all;                   /* all streams, else `stream` */
+    bool counted;               /* holds one of max_subscriptions */
+    bool caught_up_sent;
+    bool parked;                /* on the fan-out's list */
+    char *stream;               /* one stream: owned */
+    uint64_t next_version;      /* one stream: the next version to read */
+    uint64_t scanned;           /* every position <= this has been looked at */
+    uint64_t ckpt_sent;         /* the last checkpoint sent */
+    gpr_timespec ckpt_at;       /* when (monotonic) */
+    struct log_filter filter;   /* all streams: points into the request */
+    struct srv_call *prev;      /* the parked list, or a work list */
+    struct srv_call *next;
+};
+
+/* The fan-out: parked subscriptions and the thread that wakes them. */
+struct srv_fanout {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct srv_call *parked;    /* doubly linked through sub.prev/next */
+    size_t n_parked;
+    uint64_t published;         /* the head the writer last published */
+    atomic_ullong hint;         /* the same, read without the lock */
+    bool stop;
+    bool running;
+    pthread_t thread;
+    log_reader *rd;             /* the fan-out thread's reader */
+    atomic_uint active;         /* Subscribe calls open */
+};
+
 /* ---- a call ---- */
 
 struct srv_call {
@@ -126,6 +160,7 @@ struct srv_call {
     ProtobufCMessage *req;      /* the unpacked request (unary, reads) */
     struct srv_astream as;
     struct srv_rstream rs;
+    struct srv_sub sub;
 };
 
 /* ---- a completion-queue thread ---- */
@@ -170,6 +205,8 @@ struct srv {
     pthread_t replier;
 
     gpr_timespec started_at;    /* monotonic */
+
+    struct srv_fanout fan;      /* subscriptions (srv_sub.c) */
 
     /* statistics (writer thread writes, stats line reads) */
     atomic_ullong st_appends;
@@ -229,6 +266,19 @@ void srv_append_response(const struct log_op *op, size_t n_streams,
 
 /* ---- srv_calls.c: the services ---- */
 
+/* A message of events built from their stored bytes: field 1 of
+ * ReadResponse and SubscribeResponse alike. */
+struct srv_batch {
+    uint8_t *buf;
+    size_t len;
+    size_t cap;
+    uint64_t n;                 /* events in it */
+    uint64_t want;              /* stop at this many */
+    uint64_t last_position;     /* of the last event in it */
+};
+/* A log_event_fn: adds the event; false once about 64 KiB or `want`. */
+bool srv_batch_add(void *arg, const struct log_event *ev);
+
 /* A message arrived (or NULL: the client half-closed) for call c. */
 void srv_on_read(struct srv_call *c, bool ok);
 /* A send completed. */
@@ -237,5 +287,24 @@ void srv_on_write(struct srv_call *c, bool ok);
 void srv_on_new(struct srv_call *c);
 /* AppendStream: the writer finished one of the call's requests. */
 void srv_astream_result(struct srv_call *c, struct srv_wreq *w);
+
+/* ---- srv_sub.c: subscriptions ---- */
+
+/* Starts the fan-out thread. 0 or an AN_E* code. */
+int srv_sub_start(struct srv *s);
+/* Shutdown: parked subscriptions end UNAVAILABLE, no more park; joins. */
+void srv_sub_stop(struct srv *s);
+void srv_sub_free(struct srv *s);
+/* The writer made commits durable: wake what waits for the head. Never
+ * blocks for long (a store, a short lock, a signal). Writer thread. */
+void srv_sub_notify(struct srv *s);
+/* Subscribe calls open. */
+unsigned srv_sub_active(const struct srv *s);
+/* A Subscribe request arrived (c->req unpacked); CQ thread. */
+void srv_sub_begin(struct srv_call *c);
+/* A subscription's send completed; CQ thread. */
+void srv_sub_on_write(struct srv_call *c, bool ok);
+/* A Subscribe call's CLOSE fired; CQ thread. */
+void srv_sub_on_close(struct srv_call *c);
 
 #endif /* SRV_INT_H */

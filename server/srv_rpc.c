@@ -66,6 +66,7 @@ static void call_free(struct srv_call *c)
         o = n;
     }
     free(c->rs.stream);
+    free(c->sub.stream);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -173,6 +174,9 @@ static void dispatch(struct srv_tag *t, bool ok)
         break;
     case SRV_TAG_CLOSE:
         atomic_store(&c->closed, true);
+        if (c->method == SRV_M_SUBSCRIBE) {
+            srv_sub_on_close(c);
+        }
         srv_call_unref(c);
         break;
     case SRV_TAG_SHUTDOWN:
@@ -312,6 +316,9 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     if (!s->cfg.stream_window) {
         s->cfg.stream_window = 256;
     }
+    if (!s->cfg.max_subscriptions) {
+        s->cfg.max_subscriptions = 10000;
+    }
     pthread_mutex_init(&s->wmu, NULL);
     pthread_cond_init(&s->wcond, NULL);
     pthread_mutex_init(&s->rmu, NULL);
@@ -363,8 +370,13 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         rc = AN_EINVAL;
         goto out_grpc;
     }
+    if ((rc = srv_sub_start(s))) {
+        snprintf(detail, LOG_DETAIL_MAX, "cannot start the fan-out thread");
+        goto out_grpc;
+    }
     if ((rc = srv_writer_start(s))) {
         snprintf(detail, LOG_DETAIL_MAX, "cannot start the writer thread");
+        srv_sub_stop(s);
         goto out_grpc;
     }
     grpc_server_start(s->server);
@@ -390,6 +402,7 @@ out_grpc:
     grpc_completion_queue_shutdown(s->shutdown_cq);
     grpc_completion_queue_destroy(s->shutdown_cq);
     free(s->cqs);
+    srv_sub_free(s);
     log_close(s->log);
 out_free:
     pthread_mutex_destroy(&s->wmu);
@@ -416,6 +429,7 @@ void srv_shutdown(srv *s, int grace_ms)
     atomic_store(&s->shutting_down, true);
     say_info("server", "msg=\"shutting down\" grace_ms=%d", grace_ms);
     srv_writer_stop(s);
+    srv_sub_stop(s);
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
     grpc_event ev = grpc_completion_queue_pluck(
         s->shutdown_cq, &tag,
@@ -448,6 +462,7 @@ void srv_free(srv *s)
     grpc_completion_queue_shutdown(s->shutdown_cq);
     grpc_completion_queue_destroy(s->shutdown_cq);
     free(s->cqs);
+    srv_sub_free(s);
     log_close(s->log);
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->wcond);
@@ -484,9 +499,10 @@ void srv_log_stats(srv *s)
     double batch = c > last_commits ? (double)(b - last_batched) / (double)(c - last_commits) : 0;
     say_info("stats",
              "appends_per_s=%.0f events_per_s=%.0f commits_per_s=%.0f mean_batch=%.1f "
-             "head=%llu readers=%u used_bytes=%llu map_bytes=%llu",
+             "head=%llu readers=%u subscriptions=%u used_bytes=%llu map_bytes=%llu",
              (double)(a - last_appends) / secs, (double)(e - last_events) / secs,
              (double)(c - last_commits) / secs, batch, (unsigned long long)st.head, st.readers,
+             srv_sub_active(s),
              (unsigned long long)st.used_bytes, (unsigned long long)st.map_bytes);
     last_appends = a;
     last_events = e;

@@ -228,6 +228,7 @@ static void *writer_main(void *arg)
                 say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
                 fail_list(s, pending, AN_EIO, "the commit could not be made durable");
             } else {
+                srv_sub_notify(s);
                 answer_list(s, pending);
             }
             pending = pending_tail = NULL;
@@ -301,6 +302,8 @@ static void *writer_main(void *arg)
             atomic_fetch_add(&s->st_commits, 1);
             atomic_fetch_add(&s->st_batched, m);
         }
+        /* the head readers may see has moved: wake who waits for it */
+        srv_sub_notify(s);
         /* the earlier batch is durable now if this one committed */
         if (pending && log_durable_seq(s->log) >= pending_seq) {
             answer_list(s, pending);

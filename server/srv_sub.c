@@ -1,0 +1,494 @@
+/*
+ * srv_sub.c - Queries.Subscribe: catch-up subscriptions, and the fan-out
+ * thread that wakes the ones waiting for new events.
+ *
+ * A subscription is a cursor over the log and at most one message in
+ * flight (DESIGN.md, "Streams to clients"). It holds no events: each time
+ * it may send, it reads its next batch from LMDB in a short read snapshot,
+ * bounded by the durable head, and sends it. So a slow subscriber costs
+ * nothing but its cursor, whatever the writers do, and history and live
+ * events come out of the same reads: there is no switch from one to the
+ * other where an event could be lost or sent twice.
+ *
+ * Whoever has a subscription moves it on (sub_pump): the CQ thread when
+ * its send completes, or the fan-out thread after waking it. When nothing
+ * is left to read up to the head, it parks: it goes on the fan-out's list
+ * (under fan.mu, after checking once more that the head has not moved),
+ * and the thread lets go of it. The writer, after each durable commit,
+ * publishes the head (srv_sub_notify: a store and a signal, never a wait);
+ * the fan-out thread takes every parked subscription behind the new head
+ * off the list and pumps it with its own reader. A subscription is thus
+ * always in exactly one place: in flight (its completion will come back),
+ * or parked (the fan-out, the client's cancellation or shutdown takes it).
+ *
+ * Messages: events (field 1) with `checkpoint` (field 3) set to the last
+ * position looked at, so every message says how far the subscriber has
+ * been brought; one message with caught_up (field 2) and no events when
+ * the history has been delivered; and, for a filter that selects little,
+ * a checkpoint alone after CKPT_SCAN positions looked at without one, or
+ * after CKPT_MS while the log moves. A pump scans at most SCAN_MAX
+ * positions before it sends something, so a filter that selects nothing
+ * never holds a CQ thread for long.
+ */
+#include "srv_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCAN_MAX (16u << 10)    /* positions one read looks at */
+#define CKPT_SCAN 10000u        /* positions between checkpoints, at most */
+#define CKPT_MS 1000            /* and at most this long while the log moves */
+
+/* ---- the parked list (under fan.mu) ---- */
+
+static void park_link(struct srv_fanout *f, struct srv_call *c)
+{
+    c->sub.prev = NULL;
+    c->sub.next = f->parked;
+    if (f->parked) {
+        f->parked->sub.prev = c;
+    }
+    f->parked = c;
+    c->sub.parked = true;
+    f->n_parked++;
+}
+
+static void park_unlink(struct srv_fanout *f, struct srv_call *c)
+{
+    if (c->sub.prev) {
+        c->sub.prev->sub.next = c->sub.next;
+    } else {
+        f->parked = c->sub.next;
+    }
+    if (c->sub.next) {
+        c->sub.next->sub.prev = c->sub.prev;
+    }
+    c->sub.prev = c->sub.next = NULL;
+    c->sub.parked = false;
+    f->n_parked--;
+}
+
+/* ---- ending ---- */
+
+/* Ends a subscription the caller has: frees its slot, sends the status. */
+static void sub_end(struct srv_call *c, int code, const char *detail)
+{
+    if (c->sub.counted) {
+        c->sub.counted = false;
+        atomic_fetch_sub(&c->srv->fan.active, 1);
+    }
+    srv_reply_code(c, code, detail);
+}
+
+/* ---- messages ---- */
+
+/* Appends a varint field (wire type 0) to b. */
+static int put_varint_field(struct srv_batch *b, uint8_t tag, uint64_t v)
+{
+    if (b->len + 11 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        uint8_t *p = realloc(b->buf, cap);
+        if (!p) {
+            return AN_ENOMEM;
+        }
+        b->buf = p;
+        b->cap = cap;
+    }
+    b->buf[b->len++] = tag;
+    while (v >= 0x80) {
+        b->buf[b->len++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    b->buf[b->len++] = (uint8_t)v;
+    return 0;
+}
+
+/* Sends b's events (maybe none) with caught_up and the checkpoint; frees
+ * b's buffer. 0, or -1 when the send could not start. */
+static int sub_send(struct srv_call *c, struct srv_batch *b, bool caught_up)
+{
+    struct srv_sub *sb = &c->sub;
+    int rc = 0;
+    if (caught_up) {
+        rc = put_varint_field(b, 0x10, 1);        /* caught_up = 2 */
+    }
+    if (!rc && sb->scanned) {
+        rc = put_varint_field(b, 0x18, sb->scanned); /* checkpoint = 3 */
+    }
+    if (rc) {
+        free(b->buf);
+        return -1;
+    }
+    sb->ckpt_sent = sb->scanned;
+    sb->ckpt_at = gpr_now(GPR_CLOCK_MONOTONIC);
+    grpc_slice sl = b->len ? grpc_slice_from_copied_buffer((const char *)b->buf, b->len)
+                           : grpc_empty_slice();
+    free(b->buf);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return srv_send(c, bb);
+}
+
+/* Whether a checkpoint alone is due: the subscriber has been brought
+ * further than it was told, by many positions or a while ago. */
+static bool ckpt_due(const struct srv_sub *sb)
+{
+    if (sb->scanned <= sb->ckpt_sent) {
+        return false;
+    }
+    if (sb->scanned - sb->ckpt_sent >= CKPT_SCAN) {
+        return true;
+    }
+    gpr_timespec age = gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), sb->ckpt_at);
+    return gpr_time_cmp(age, gpr_time_from_millis(CKPT_MS, GPR_TIMESPAN)) >= 0;
+}
+
+/* ---- reading ---- */
+
+/* Reads the subscription's next batch with rd into b; advances the cursor.
+ * Returns 0 or an AN_E* code (detail filled). */
+static int sub_read(struct srv_call *c, log_reader *rd, struct srv_batch *b, char *detail)
+{
+    struct srv_sub *sb = &c->sub;
+    int rc = log_reader_begin(rd);
+    if (rc) {
+        snprintf(detail, LOG_DETAIL_MAX, "cannot open a read snapshot");
+        return rc;
+    }
+    uint64_t head = log_reader_head(rd);
+    if (sb->all) {
+        struct log_all_read q = {
+            .from_position = sb->scanned + 1,
+            .max_scan = SCAN_MAX,
+            .filter = &sb->filter,
+            .as_of = head,
+        };
+        uint64_t next = 0;
+        rc = log_read_all(rd, &q, srv_batch_add, b, &next, NULL);
+        if (!rc && next > sb->scanned + 1) {
+            sb->scanned = next - 1;
+        }
+    } else {
+        struct log_stream_read q = {
+            .stream = sb->stream,
+            .from_version = sb->next_version,
+            .as_of = head,
+        };
+        uint64_t next = sb->next_version;
+        bool done = true;
+        rc = log_read_stream(rd, &q, srv_batch_add, b, &next, &done);
+        if (rc == AN_ENOTFOUND) {
+            rc = 0; /* not written yet, or nothing visible: wait for it */
+        }
+        if (!rc) {
+            if (b->n) {
+                sb->next_version = next;
+            }
+            /* everything up to the head, or up to the last event sent */
+            sb->scanned = done ? head : b->last_position;
+        }
+    }
+    if (rc) {
+        snprintf(detail, LOG_DETAIL_MAX, "%s", log_reader_detail(rd));
+    }
+    log_reader_end(rd);
+    return rc;
+}
+
+/* ---- moving a subscription on ---- */
+
+/* Puts c on the fan-out's list unless the head has passed its cursor (or
+ * the call is over, or the server stopping). true: parked, no longer ours. */
+static bool sub_park(struct srv_call *c)
+{
+    struct srv_fanout *f = &c->srv->fan;
+    pthread_mutex_lock(&f->mu);
+    bool park = !f->stop && !atomic_load(&c->closed) && log_head(c->srv->log) <= c->sub.scanned;
+    if (park) {
+        park_link(f, c);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return park;
+}
+
+/* Moves c on with reader rd: sends its next message, parks it or ends it.
+ * The calling thread has c (it is neither parked nor in flight). */
+static void sub_pump(struct srv_call *c, log_reader *rd)
+{
+    struct srv_sub *sb = &c->sub;
+    char detail[LOG_DETAIL_MAX];
+    for (;;) {
+        if (atomic_load(&c->closed)) {
+            sub_end(c, AN_ECANCELLED, "the client went away");
+            return;
+        }
+        if (atomic_load(&c->srv->shutting_down)) {
+            sub_end(c, AN_EUNAVAIL, "the server is shutting down");
+            return;
+        }
+        struct srv_batch b = {.want = UINT64_MAX};
+        if (sb->scanned >= log_head(c->srv->log)) {
+            bool first = !sb->caught_up_sent;
+            if (first || ckpt_due(sb)) {
+                sb->caught_up_sent = true;
+                if (sub_send(c, &b, first)) {
+                    sub_end(c, AN_EINTERNAL, "send failed");
+                }
+                return;
+            }
+            if (sub_park(c)) {
+                return;
+            }
+            continue;
+        }
+        int rc = sub_read(c, rd, &b, detail);
+        if (rc) {
+            free(b.buf);
+            say_error("sub", "msg=\"read failed\" err=%s detail=\"%s\"", an_errname(rc), detail);
+            sub_end(c, rc, detail);
+            return;
+        }
+        if (b.n || ckpt_due(sb)) {
+            if (sub_send(c, &b, false)) {
+                sub_end(c, AN_EINTERNAL, "send failed");
+            }
+            return;
+        }
+        free(b.buf);
+    }
+}
+
+/* ---- the fan-out thread ---- */
+
+static void *fanout_main(void *arg)
+{
+    struct srv *s = arg;
+    struct srv_fanout *f = &s->fan;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (!f->stop && f->published <= seen) {
+            pthread_cond_wait(&f->cond, &f->mu);
+        }
+        if (f->stop) {
+            break;
+        }
+        seen = f->published;
+        /* take every parked subscription the new head has passed */
+        struct srv_call *take = NULL;
+        for (struct srv_call *c = f->parked, *n; c; c = n) {
+            n = c->sub.next;
+            if (c->sub.scanned < seen) {
+                park_unlink(f, c);
+                c->sub.next = take;
+                take = c;
+            }
+        }
+        pthread_mutex_unlock(&f->mu);
+        while (take) {
+            struct srv_call *c = take;
+            take = c->sub.next;
+            c->sub.next = NULL;
+            sub_pump(c, f->rd);
+        }
+        pthread_mutex_lock(&f->mu);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+void srv_sub_notify(struct srv *s)
+{
+    struct srv_fanout *f = &s->fan;
+    uint64_t h = log_head(s->log);
+    if (h <= atomic_load_explicit(&f->hint, memory_order_relaxed)) {
+        return;
+    }
+    atomic_store_explicit(&f->hint, h, memory_order_relaxed);
+    pthread_mutex_lock(&f->mu);
+    if (h > f->published) {
+        f->published = h;
+        pthread_cond_signal(&f->cond);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+int srv_sub_start(struct srv *s)
+{
+    struct srv_fanout *f = &s->fan;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    f->published = log_head(s->log);
+    atomic_store(&f->hint, f->published);
+    int rc = log_reader_open(s->log, &f->rd);
+    if (rc) {
+        return rc;
+    }
+    if (pthread_create(&f->thread, NULL, fanout_main, s)) {
+        log_reader_close(f->rd);
+        f->rd = NULL;
+        return AN_EINTERNAL;
+    }
+    f->running = true;
+    return 0;
+}
+
+void srv_sub_stop(struct srv *s)
+{
+    struct srv_fanout *f = &s->fan;
+    if (!f->running) {
+        return;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->stop = true;
+    struct srv_call *take = NULL;
+    while (f->parked) {
+        struct srv_call *c = f->parked;
+        park_unlink(f, c);
+        c->sub.next = take;
+        take = c;
+    }
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->mu);
+    while (take) {
+        struct srv_call *c = take;
+        take = c->sub.next;
+        sub_end(c, AN_EUNAVAIL, "the server is shutting down");
+    }
+    pthread_join(f->thread, NULL);
+    f->running = false;
+}
+
+void srv_sub_free(struct srv *s)
+{
+    struct srv_fanout *f = &s->fan;
+    log_reader_close(f->rd);
+    f->rd = NULL;
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cond);
+}
+
+unsigned srv_sub_active(const struct srv *s)
+{
+    return atomic_load(&s->fan.active);
+}
+
+/* ---- the call ---- */
+
+/* Checks the request's shape; 0 or AN_EINVAL with detail. */
+static int sub_validate(const Annals__V1__SubscribeRequest *r, char *detail)
+{
+    const char *st = r->stream ? r->stream : "";
+    size_t len = strlen(st);
+    if (len) {
+        if (len > LOG_NAME_MAX || !log_utf8_valid(st, len)) {
+            snprintf(detail, LOG_DETAIL_MAX,
+                     "stream: want 1..%u bytes of UTF-8, got %zu bytes%s", LOG_NAME_MAX, len,
+                     len > LOG_NAME_MAX ? "" : " that are not UTF-8");
+            return AN_EINVAL;
+        }
+        if (r->filter && (r->filter->n_stream_prefixes || r->filter->n_event_types)) {
+            snprintf(detail, LOG_DETAIL_MAX,
+                     "filter: only for all-streams subscriptions (stream is set)");
+            return AN_EINVAL;
+        }
+        if (r->from_position) {
+            snprintf(detail, LOG_DETAIL_MAX,
+                     "from_position: only for all-streams subscriptions; use from_version");
+            return AN_EINVAL;
+        }
+    } else if (r->from_version) {
+        snprintf(detail, LOG_DETAIL_MAX,
+                 "from_version: only with a stream; use from_position for all streams");
+        return AN_EINVAL;
+    }
+    if (r->from_end && (r->from_position || r->from_version)) {
+        snprintf(detail, LOG_DETAIL_MAX, "from_end: not with from_position or from_version");
+        return AN_EINVAL;
+    }
+    return 0;
+}
+
+void srv_sub_begin(struct srv_call *c)
+{
+    struct srv *s = c->srv;
+    struct srv_sub *sb = &c->sub;
+    Annals__V1__SubscribeRequest *r = (Annals__V1__SubscribeRequest *)c->req;
+    char detail[LOG_DETAIL_MAX];
+    int rc = sub_validate(r, detail);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
+        return;
+    }
+    unsigned max = s->cfg.max_subscriptions;
+    if (atomic_fetch_add(&s->fan.active, 1) >= max) {
+        atomic_fetch_sub(&s->fan.active, 1);
+        snprintf(detail, LOG_DETAIL_MAX,
+                 "too many subscriptions: %u open, limit %u (--max-subscriptions)", max, max);
+        srv_reply_code(c, AN_EBUSY, detail);
+        return;
+    }
+    sb->counted = true;
+    sb->ckpt_at = gpr_now(GPR_CLOCK_MONOTONIC);
+    sb->all = !r->stream || !r->stream[0];
+    if (sb->all) {
+        if (r->filter) {
+            sb->filter.stream_prefixes = (const char *const *)r->filter->stream_prefixes;
+            sb->filter.n_stream_prefixes = r->filter->n_stream_prefixes;
+            sb->filter.event_types = (const char *const *)r->filter->event_types;
+            sb->filter.n_event_types = r->filter->n_event_types;
+        }
+        sb->scanned = r->from_end ? log_head(s->log)
+                      : r->from_position ? r->from_position - 1 : 0;
+    } else {
+        sb->stream = strdup(r->stream);
+        if (!sb->stream) {
+            sub_end(c, AN_ENOMEM, "out of memory");
+            return;
+        }
+        sb->next_version = r->from_version;
+        if (r->from_end) {
+            log_reader *rd = c->q->rd;
+            struct log_stream_info info;
+            if ((rc = log_reader_begin(rd))) {
+                sub_end(c, rc, "cannot open a read snapshot");
+                return;
+            }
+            uint64_t head = log_reader_head(rd);
+            rc = log_get_stream(rd, sb->stream, head, &info);
+            log_reader_end(rd);
+            if (rc && rc != AN_ENOTFOUND) {
+                sub_end(c, rc, "cannot read the stream's head");
+                return;
+            }
+            sb->next_version = rc ? 0 : (uint64_t)(info.last_version + 1);
+            sb->scanned = head;
+        }
+    }
+    say_debug("sub", "msg=\"subscription started\" active=%u", srv_sub_active(s));
+    sub_pump(c, c->q->rd);
+}
+
+void srv_sub_on_write(struct srv_call *c, bool ok)
+{
+    if (!ok) {
+        sub_end(c, AN_ECANCELLED, "the client went away");
+        return;
+    }
+    sub_pump(c, c->q->rd);
+}
+
+void srv_sub_on_close(struct srv_call *c)
+{
+    struct srv_fanout *f = &c->srv->fan;
+    pthread_mutex_lock(&f->mu);
+    bool parked = c->sub.parked;
+    if (parked) {
+        park_unlink(f, c);
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (parked) {
+        sub_end(c, AN_ECANCELLED, "the client went away");
+    }
+}
