@@ -3,7 +3,7 @@
  * and what an idle subscription costs the server.
  *
  *   build/bench/bench_sub [--quick] [--subs 1,100,1000] [--idle 1000,10000]
- *                         [--writers 64] [--secs 10] [--dir DIR]
+ *                         [--writers 64] [--rate R] [--secs 10] [--dir DIR]
  *
  * Latency phases (one per --subs value), each on a fresh annalsd: S
  * subscriptions to all streams from the end, spread over two client
@@ -72,7 +72,14 @@ struct sub {
     uint64_t events;            /* received */
     uint64_t last_pos;          /* position of the last one */
     bool gap;                   /* a position out of order or skipped */
+    int64_t *recv_ns;           /* sampled subscribers: receive time by position - 1 */
+    size_t recv_cap;
 };
+
+/* When each position's append was acknowledged to its writer (realtime
+ * ns), for the latency from acknowledgment to delivery. */
+#define ACK_MAX (8u << 20)
+static _Atomic int64_t *ack_ns;
 
 struct tag {
     struct sub *sub;
@@ -131,6 +138,9 @@ static void on_message(struct sub_thread *st, struct sub *s, struct tag *t)
         }
         s->last_pos = e->global_position;
         s->events++;
+        if (s->recv_ns && e->global_position - 1 < s->recv_cap) {
+            s->recv_ns[e->global_position - 1] = now;
+        }
         if (st->record) {
             bu_lat_add(&st->lat, (double)(now - e->recorded_at_unix_nanos) / 1e9);
         }
@@ -297,6 +307,7 @@ struct writer {
     const char *addr;
     int index;
     double until;
+    double interval;            /* seconds between appends; 0: none */
     uint64_t count;
     struct bu_lat lat;
 };
@@ -311,7 +322,15 @@ static void *writer_main(void *arg)
         die("connect", AN_EUNAVAIL, w->addr);
     }
     snprintf(stream, sizeof(stream), "bench-%d", w->index);
+    double next = bu_now() + w->interval * (double)w->index / 64.0;
     while (bu_now() < w->until) {
+        if (w->interval > 0) {
+            double wait = next - bu_now();
+            if (wait > 0) {
+                usleep((useconds_t)(wait * 1e6));
+            }
+            next += w->interval;
+        }
         struct an_event e = {.type = "Deposited", .data = payload, .data_len = EVENT_BYTES,
                              .content_type = "application/json"};
         struct an_stream_append sa = {.stream = stream,
@@ -320,10 +339,15 @@ static void *writer_main(void *arg)
                                       .events = &e,
                                       .n_events = 1};
         double t0 = bu_now();
-        int rc = an_append(c, &sa, 1, NULL, &err);
+        struct an_append_result res;
+        int rc = an_append(c, &sa, 1, &res, &err);
+        int64_t acked = realtime_ns();
         bu_lat_add(&w->lat, bu_now() - t0);
         if (rc) {
             die("append", rc, err.detail);
+        }
+        if (res.first_position - 1 < ACK_MAX) {
+            atomic_store_explicit(&ack_ns[res.first_position - 1], acked, memory_order_relaxed);
         }
         w->count++;
     }
@@ -340,11 +364,16 @@ struct lat_result {
     double p50_ms;
     double p99_ms;
     double max_ms;
+    double ack_p50_ms;          /* delivery after the writer's acknowledgment */
+    double ack_p99_ms;
+    double before_ack;          /* share of sampled deliveries before the ack */
     double append_p50_ms;
 };
 
-static void run_latency(const char *base, size_t n_subs, int writers, double secs,
-                        struct lat_result *r)
+#define SAMPLED 8               /* subscribers per phase whose deliveries are matched to acks */
+
+static void run_latency(const char *base, size_t n_subs, int writers, double rate,
+                        double secs, struct lat_result *r)
 {
     struct bu_server s;
     const char *flags[] = {"--max-subscriptions", "100000", NULL};
@@ -353,14 +382,23 @@ static void run_latency(const char *base, size_t n_subs, int writers, double sec
     fprintf(stderr, "bench: latency with %zu subscribers, %d writers, %.0f s\n", n_subs, writers,
             secs);
     subs_open_all(th, s.addr, n_subs, true);
+    size_t cap = (size_t)(secs * 200000);
+    cap = cap > ACK_MAX ? ACK_MAX : cap;
     for (int i = 0; i < SUB_THREADS; i++) {
         th[i].first_pos = 1; /* the log is empty: the first event is position 1 */
+        for (size_t k = 0; k < SAMPLED / SUB_THREADS && k < th[i].n; k++) {
+            struct sub *sb = &th[i].subs[k * th[i].n / (SAMPLED / SUB_THREADS)];
+            sb->recv_ns = calloc(cap, sizeof(*sb->recv_ns));
+            sb->recv_cap = sb->recv_ns ? cap : 0;
+        }
     }
+    memset((void *)ack_ns, 0, ACK_MAX * sizeof(*ack_ns));
     struct writer *w = calloc((size_t)writers, sizeof(*w));
     pthread_t *t = calloc((size_t)writers, sizeof(*t));
     double t0 = bu_now();
     for (int i = 0; i < writers; i++) {
-        w[i] = (struct writer){.addr = s.addr, .index = i, .until = t0 + secs};
+        w[i] = (struct writer){.addr = s.addr, .index = i, .until = t0 + secs,
+                               .interval = rate > 0 ? writers / rate : 0};
         pthread_create(&t[i], NULL, writer_main, &w[i]);
     }
     struct bu_lat alat = {0};
@@ -393,6 +431,23 @@ static void run_latency(const char *base, size_t n_subs, int writers, double sec
     }
     double dsecs = bu_now() - t0;
     struct bu_lat dlat = {0};
+    struct bu_lat klat = {0};
+    uint64_t early = 0;
+    for (int k = 0; k < SUB_THREADS; k++) {
+        for (size_t i = 0; i < th[k].n; i++) {
+            struct sub *sb = &th[k].subs[i];
+            for (size_t p = 0; p < sb->recv_cap && p < total; p++) {
+                int64_t a = atomic_load(&ack_ns[p]);
+                if (!a || !sb->recv_ns[p]) {
+                    continue;
+                }
+                early += sb->recv_ns[p] < a;
+                bu_lat_add(&klat, (double)(sb->recv_ns[p] - a) / 1e9);
+            }
+            free(sb->recv_ns);
+            sb->recv_ns = NULL;
+        }
+    }
     for (int k = 0; k < SUB_THREADS; k++) {
         subs_close(&th[k]);
         for (size_t i = 0; i < th[k].n; i++) {
@@ -408,6 +463,7 @@ static void run_latency(const char *base, size_t n_subs, int writers, double sec
     bu_server_stop(&s);
     bu_lat_sort(&dlat);
     bu_lat_sort(&alat);
+    bu_lat_sort(&klat);
     *r = (struct lat_result){
         .subs = n_subs,
         .events_s = (double)total / wsecs,
@@ -415,8 +471,12 @@ static void run_latency(const char *base, size_t n_subs, int writers, double sec
         .p50_ms = bu_pct(&dlat, 0.50),
         .p99_ms = bu_pct(&dlat, 0.99),
         .max_ms = bu_pct(&dlat, 1.0),
+        .ack_p50_ms = bu_pct(&klat, 0.50),
+        .ack_p99_ms = bu_pct(&klat, 0.99),
+        .before_ack = klat.n ? (double)early / (double)klat.n : 0,
         .append_p50_ms = bu_pct(&alat, 0.50),
     };
+    bu_lat_free(&klat);
     bu_lat_free(&dlat);
     bu_lat_free(&alat);
     free(w);
@@ -471,11 +531,13 @@ static size_t parse_list(const char *s, size_t *out, size_t cap)
 
 static void usage(void)
 {
-    printf("usage: bench_sub [--quick] [--subs LIST] [--idle LIST] [--writers N] [--secs S] "
-           "[--dir DIR]\n"
+    printf("usage: bench_sub [--quick] [--subs LIST] [--idle LIST] [--writers N] [--rate R] "
+           "[--secs S] [--dir DIR]\n"
            "  --subs LIST   subscriber counts for the latency phases (default 1,100,1000)\n"
            "  --idle LIST   idle subscription counts for the memory phases (default 1000,10000)\n"
            "  --writers N   unary appending clients (default 64)\n"
+           "  --rate R      appends per second, all writers together (default 0: as fast as "
+           "they can)\n"
            "  --secs S      seconds of appends per latency phase (default 10)\n"
            "  --dir DIR     where temp data dirs go (default /var/tmp)\n"
            "  --quick       tiny sizes, for a smoke run\n");
@@ -489,6 +551,7 @@ int main(int argc, char **argv)
     size_t n_idle = 2;
     int writers = 64;
     double secs = 10;
+    double rate = 0;
     const char *base = "/var/tmp";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -509,6 +572,9 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--writers") == 0 && v) {
             writers = atoi(v);
             i++;
+        } else if (strcmp(argv[i], "--rate") == 0 && v) {
+            rate = atof(v);
+            i++;
         } else if (strcmp(argv[i], "--secs") == 0 && v) {
             secs = atof(v);
             i++;
@@ -520,8 +586,8 @@ int main(int argc, char **argv)
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
-    if (writers < 1 || writers > 1024 || secs <= 0 || (!n_subs && !n_idle)) {
-        fprintf(stderr, "bench_sub: --writers 1..1024, --secs > 0, lists of counts\n");
+    if (writers < 1 || writers > 1024 || secs <= 0 || rate < 0 || (!n_subs && !n_idle)) {
+        fprintf(stderr, "bench_sub: --writers 1..1024, --secs > 0, --rate >= 0, lists of counts\n");
         return 2;
     }
     memset(payload, 'x', sizeof(payload));
@@ -529,22 +595,28 @@ int main(int argc, char **argv)
     payload[EVENT_BYTES - 2] = '"';
     payload[EVENT_BYTES - 1] = '}';
     signal(SIGPIPE, SIG_IGN);
+    ack_ns = calloc(ACK_MAX, sizeof(*ack_ns));
+    if (!ack_ns) {
+        die("allocating the acknowledgment table", AN_ENOMEM, NULL);
+    }
     grpc_init();
 
     struct lat_result lr[8];
     struct idle_result ir[8];
     for (size_t i = 0; i < n_subs; i++) {
-        run_latency(base, subs[i], writers, secs, &lr[i]);
+        run_latency(base, subs[i], writers, rate, secs, &lr[i]);
     }
     for (size_t i = 0; i < n_idle; i++) {
         run_idle(base, idle[i], &ir[i]);
     }
 
-    printf("\n%-12s %12s %14s %9s %9s %9s %15s\n", "subscribers", "appends/s", "deliveries/s",
-           "p50 ms", "p99 ms", "max ms", "append p50 ms");
+    printf("\n%-12s %11s %13s %9s %9s %9s %10s %10s %8s %10s\n", "subscribers", "appends/s",
+           "deliveries/s", "p50 ms", "p99 ms", "max ms", "ack p50", "ack p99", "pre-ack",
+           "append p50");
     for (size_t i = 0; i < n_subs; i++) {
-        printf("%-12zu %12.0f %14.0f %9.3f %9.3f %9.3f %15.3f\n", lr[i].subs, lr[i].events_s,
-               lr[i].deliveries_s, lr[i].p50_ms, lr[i].p99_ms, lr[i].max_ms,
+        printf("%-12zu %11.0f %13.0f %9.3f %9.3f %9.3f %10.3f %10.3f %7.0f%% %10.3f\n",
+               lr[i].subs, lr[i].events_s, lr[i].deliveries_s, lr[i].p50_ms, lr[i].p99_ms,
+               lr[i].max_ms, lr[i].ack_p50_ms, lr[i].ack_p99_ms, lr[i].before_ack * 100,
                lr[i].append_p50_ms);
     }
     if (n_idle) {
@@ -556,10 +628,14 @@ int main(int argc, char **argv)
                ir[i].rss_after_kib,
                (double)(ir[i].rss_after_kib - ir[i].rss_before_kib) / (double)ir[i].subs);
     }
-    printf("\ndelivery latency = receive time - recorded_at (includes the commit's fsync); "
-           "%d writers, %.0f s per phase, %d-byte events\n"
+    printf("\np50/p99/max: receive time - recorded_at (the writer stamps it as it takes the "
+           "batch: includes the commit and its fsync)\n"
+           "ack p50/p99: receive time - the time the append's writer got its acknowledgment "
+           "(0 when the subscriber got it first; pre-ack: how often), over %d sampled "
+           "subscribers\n%d writers (%s), %.0f s per phase, %d-byte events\n"
            "targets: p99 < 2 ms with 1000 subscribers; < 20 KiB per idle subscription\n",
-           writers, secs, EVENT_BYTES);
+           SAMPLED, writers, rate > 0 ? "throttled to --rate" : "as fast as they can", secs,
+           EVENT_BYTES);
     grpc_shutdown();
     return 0;
 }

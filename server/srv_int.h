@@ -104,7 +104,7 @@ struct srv_rstream {
 /* ---- subscriptions (srv_sub.c) ---- */
 
 /* One Subscribe call's cursor. Whoever has the call (srv_sub.c) owns it;
- * `parked`, `prev` and `next` are under srv.fan.mu while parked. */
+ * `parked`, `prev` and `next` are under its fan-out's mu while parked. */
 struct srv_sub {
     bool all;                   /* all streams, else `stream` */
     bool counted;               /* holds one of max_subscriptions */
@@ -120,19 +120,31 @@ struct srv_sub {
     struct srv_call *next;
 };
 
-/* The fan-out: parked subscriptions and the thread that wakes them. */
+/* The last live message a fan-out thread built for an all-streams
+ * subscription without a filter: the next one at the same cursor is the
+ * same bytes, so it is sent again (a reference, not a copy). */
+struct srv_wave_msg {
+    bool valid;
+    uint64_t from;              /* the first position it covers */
+    uint64_t to;                /* its checkpoint: the last one */
+    grpc_slice msg;             /* the whole SubscribeResponse */
+};
+
+/* A fan-out thread: the subscriptions of one CQ thread that are parked
+ * (caught up, waiting for the head to move), and the thread that wakes
+ * them. One per CQ thread, so the work of a wave spreads over the cores. */
 struct srv_fanout {
+    struct srv *srv;
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct srv_call *parked;    /* doubly linked through sub.prev/next */
     size_t n_parked;
     uint64_t published;         /* the head the writer last published */
-    atomic_ullong hint;         /* the same, read without the lock */
     bool stop;
     bool running;
     pthread_t thread;
-    log_reader *rd;             /* the fan-out thread's reader */
-    atomic_uint active;         /* Subscribe calls open */
+    log_reader *rd;             /* this thread's reader */
+    struct srv_wave_msg wave;   /* this thread's last live message */
 };
 
 /* ---- a call ---- */
@@ -206,7 +218,10 @@ struct srv {
 
     gpr_timespec started_at;    /* monotonic */
 
-    struct srv_fanout fan;      /* subscriptions (srv_sub.c) */
+    /* subscriptions (srv_sub.c) */
+    struct srv_fanout *fans;    /* one per CQ thread */
+    atomic_ullong sub_hint;     /* the head last published to the fans */
+    atomic_uint sub_active;     /* Subscribe calls open */
 
     /* statistics (writer thread writes, stats line reads) */
     atomic_ullong st_appends;
@@ -290,7 +305,7 @@ void srv_astream_result(struct srv_call *c, struct srv_wreq *w);
 
 /* ---- srv_sub.c: subscriptions ---- */
 
-/* Starts the fan-out thread. 0 or an AN_E* code. */
+/* Starts the fan-out threads (after the CQs exist). 0 or an AN_E* code. */
 int srv_sub_start(struct srv *s);
 /* Shutdown: parked subscriptions end UNAVAILABLE, no more park; joins. */
 void srv_sub_stop(struct srv *s);

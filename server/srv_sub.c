@@ -11,15 +11,24 @@
  * other where an event could be lost or sent twice.
  *
  * Whoever has a subscription moves it on (sub_pump): the CQ thread when
- * its send completes, or the fan-out thread after waking it. When nothing
- * is left to read up to the head, it parks: it goes on the fan-out's list
- * (under fan.mu, after checking once more that the head has not moved),
- * and the thread lets go of it. The writer, after each durable commit,
- * publishes the head (srv_sub_notify: a store and a signal, never a wait);
- * the fan-out thread takes every parked subscription behind the new head
- * off the list and pumps it with its own reader. A subscription is thus
- * always in exactly one place: in flight (its completion will come back),
- * or parked (the fan-out, the client's cancellation or shutdown takes it).
+ * its send completes, or a fan-out thread after waking it. When nothing
+ * is left to read up to the head, it parks: it goes on the list of its
+ * CQ thread's fan-out (under that fan-out's mu, after checking once more
+ * that the head has not moved), and the thread lets go of it. The writer,
+ * after each durable commit, publishes the head to every fan-out
+ * (srv_sub_notify: a store, a short lock and a signal each, never a wait
+ * on a subscriber); each fan-out thread takes its parked subscriptions
+ * behind the new head off its list and pumps them with its own reader.
+ * A subscription is thus always in exactly one place: in flight (its
+ * completion will come back), or parked (its fan-out, the client's
+ * cancellation or shutdown takes it). There is one fan-out thread per CQ
+ * thread, so a wave to many subscribers uses every core.
+ *
+ * Within a wave, all-streams subscriptions without a filter that stand at
+ * the same position get the same message: a fan-out thread keeps the
+ * last one it built (srv_wave_msg) and sends it again by reference, so a
+ * thousand such subscribers cost one read and one encoding per wave, and
+ * a gRPC send each.
  *
  * Messages: events (field 1) with `checkpoint` (field 3) set to the last
  * position looked at, so every message says how far the subscriber has
@@ -76,7 +85,7 @@ static void sub_end(struct srv_call *c, int code, const char *detail)
 {
     if (c->sub.counted) {
         c->sub.counted = false;
-        atomic_fetch_sub(&c->srv->fan.active, 1);
+        atomic_fetch_sub(&c->srv->sub_active, 1);
     }
     srv_reply_code(c, code, detail);
 }
@@ -104,9 +113,22 @@ static int put_varint_field(struct srv_batch *b, uint8_t tag, uint64_t v)
     return 0;
 }
 
+/* Sends a whole message (the reference is ours). 0, or -1 when the send
+ * could not start. */
+static int sub_send_slice(struct srv_call *c, grpc_slice sl)
+{
+    c->sub.ckpt_sent = c->sub.scanned;
+    c->sub.ckpt_at = gpr_now(GPR_CLOCK_MONOTONIC);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    return srv_send(c, bb);
+}
+
 /* Sends b's events (maybe none) with caught_up and the checkpoint; frees
- * b's buffer. 0, or -1 when the send could not start. */
-static int sub_send(struct srv_call *c, struct srv_batch *b, bool caught_up)
+ * b's buffer. With `keep`, the message is kept there too, as covering
+ * positions from..scanned. 0, or -1 when the send could not start. */
+static int sub_send(struct srv_call *c, struct srv_batch *b, bool caught_up,
+                    struct srv_wave_msg *keep, uint64_t from)
 {
     struct srv_sub *sb = &c->sub;
     int rc = 0;
@@ -120,14 +142,17 @@ static int sub_send(struct srv_call *c, struct srv_batch *b, bool caught_up)
         free(b->buf);
         return -1;
     }
-    sb->ckpt_sent = sb->scanned;
-    sb->ckpt_at = gpr_now(GPR_CLOCK_MONOTONIC);
     grpc_slice sl = b->len ? grpc_slice_from_copied_buffer((const char *)b->buf, b->len)
                            : grpc_empty_slice();
     free(b->buf);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
-    grpc_slice_unref(sl);
-    return srv_send(c, bb);
+    if (keep) {
+        if (keep->valid) {
+            grpc_slice_unref(keep->msg);
+        }
+        *keep = (struct srv_wave_msg){.valid = true, .from = from, .to = sb->scanned,
+                                      .msg = grpc_slice_ref(sl)};
+    }
+    return sub_send_slice(c, sl);
 }
 
 /* Whether a checkpoint alone is due: the subscriber has been brought
@@ -202,7 +227,7 @@ static int sub_read(struct srv_call *c, log_reader *rd, struct srv_batch *b, cha
  * the call is over, or the server stopping). true: parked, no longer ours. */
 static bool sub_park(struct srv_call *c)
 {
-    struct srv_fanout *f = &c->srv->fan;
+    struct srv_fanout *f = &c->srv->fans[c->q->index];
     pthread_mutex_lock(&f->mu);
     bool park = !f->stop && !atomic_load(&c->closed) && log_head(c->srv->log) <= c->sub.scanned;
     if (park) {
@@ -213,11 +238,13 @@ static bool sub_park(struct srv_call *c)
 }
 
 /* Moves c on with reader rd: sends its next message, parks it or ends it.
- * The calling thread has c (it is neither parked nor in flight). */
-static void sub_pump(struct srv_call *c, log_reader *rd)
+ * The calling thread has c (it is neither parked nor in flight). `wave`
+ * (fan-out threads only) is the thread's last live message. */
+static void sub_pump(struct srv_call *c, log_reader *rd, struct srv_wave_msg *wave)
 {
     struct srv_sub *sb = &c->sub;
     char detail[LOG_DETAIL_MAX];
+    bool plain = wave && sb->all && !sb->filter.n_stream_prefixes && !sb->filter.n_event_types;
     for (;;) {
         if (atomic_load(&c->closed)) {
             sub_end(c, AN_ECANCELLED, "the client went away");
@@ -232,7 +259,7 @@ static void sub_pump(struct srv_call *c, log_reader *rd)
             bool first = !sb->caught_up_sent;
             if (first || ckpt_due(sb)) {
                 sb->caught_up_sent = true;
-                if (sub_send(c, &b, first)) {
+                if (sub_send(c, &b, first, NULL, 0)) {
                     sub_end(c, AN_EINTERNAL, "send failed");
                 }
                 return;
@@ -242,6 +269,15 @@ static void sub_pump(struct srv_call *c, log_reader *rd)
             }
             continue;
         }
+        if (plain && wave->valid && wave->from == sb->scanned + 1) {
+            /* the same message another subscriber at this cursor got */
+            sb->scanned = wave->to;
+            if (sub_send_slice(c, grpc_slice_ref(wave->msg))) {
+                sub_end(c, AN_EINTERNAL, "send failed");
+            }
+            return;
+        }
+        uint64_t from = sb->scanned + 1;
         int rc = sub_read(c, rd, &b, detail);
         if (rc) {
             free(b.buf);
@@ -250,7 +286,7 @@ static void sub_pump(struct srv_call *c, log_reader *rd)
             return;
         }
         if (b.n || ckpt_due(sb)) {
-            if (sub_send(c, &b, false)) {
+            if (sub_send(c, &b, false, plain && b.n ? wave : NULL, from)) {
                 sub_end(c, AN_EINTERNAL, "send failed");
             }
             return;
@@ -261,10 +297,17 @@ static void sub_pump(struct srv_call *c, log_reader *rd)
 
 /* ---- the fan-out thread ---- */
 
+static void wave_forget(struct srv_wave_msg *w)
+{
+    if (w->valid) {
+        grpc_slice_unref(w->msg);
+        w->valid = false;
+    }
+}
+
 static void *fanout_main(void *arg)
 {
-    struct srv *s = arg;
-    struct srv_fanout *f = &s->fan;
+    struct srv_fanout *f = arg;
     uint64_t seen = 0;
     pthread_mutex_lock(&f->mu);
     for (;;) {
@@ -290,8 +333,9 @@ static void *fanout_main(void *arg)
             struct srv_call *c = take;
             take = c->sub.next;
             c->sub.next = NULL;
-            sub_pump(c, f->rd);
+            sub_pump(c, f->rd, &f->wave);
         }
+        wave_forget(&f->wave);
         pthread_mutex_lock(&f->mu);
     }
     pthread_mutex_unlock(&f->mu);
@@ -300,78 +344,93 @@ static void *fanout_main(void *arg)
 
 void srv_sub_notify(struct srv *s)
 {
-    struct srv_fanout *f = &s->fan;
     uint64_t h = log_head(s->log);
-    if (h <= atomic_load_explicit(&f->hint, memory_order_relaxed)) {
+    if (h <= atomic_load_explicit(&s->sub_hint, memory_order_relaxed)) {
         return;
     }
-    atomic_store_explicit(&f->hint, h, memory_order_relaxed);
-    pthread_mutex_lock(&f->mu);
-    if (h > f->published) {
-        f->published = h;
-        pthread_cond_signal(&f->cond);
+    atomic_store_explicit(&s->sub_hint, h, memory_order_relaxed);
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        struct srv_fanout *f = &s->fans[i];
+        pthread_mutex_lock(&f->mu);
+        if (h > f->published) {
+            f->published = h;
+            pthread_cond_signal(&f->cond);
+        }
+        pthread_mutex_unlock(&f->mu);
     }
-    pthread_mutex_unlock(&f->mu);
 }
 
 int srv_sub_start(struct srv *s)
 {
-    struct srv_fanout *f = &s->fan;
-    pthread_mutex_init(&f->mu, NULL);
-    pthread_cond_init(&f->cond, NULL);
-    f->published = log_head(s->log);
-    atomic_store(&f->hint, f->published);
-    int rc = log_reader_open(s->log, &f->rd);
-    if (rc) {
-        return rc;
+    s->fans = calloc(s->n_cqs, sizeof(*s->fans));
+    if (!s->fans) {
+        return AN_ENOMEM;
     }
-    if (pthread_create(&f->thread, NULL, fanout_main, s)) {
-        log_reader_close(f->rd);
-        f->rd = NULL;
-        return AN_EINTERNAL;
+    uint64_t head = log_head(s->log);
+    atomic_store(&s->sub_hint, head);
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        struct srv_fanout *f = &s->fans[i];
+        f->srv = s;
+        pthread_mutex_init(&f->mu, NULL);
+        pthread_cond_init(&f->cond, NULL);
+        f->published = head;
+        int rc = log_reader_open(s->log, &f->rd);
+        if (!rc && pthread_create(&f->thread, NULL, fanout_main, f)) {
+            rc = AN_EINTERNAL;
+        }
+        if (rc) {
+            srv_sub_stop(s);
+            return rc;
+        }
+        f->running = true;
     }
-    f->running = true;
     return 0;
 }
 
 void srv_sub_stop(struct srv *s)
 {
-    struct srv_fanout *f = &s->fan;
-    if (!f->running) {
-        return;
+    for (unsigned i = 0; s->fans && i < s->n_cqs; i++) {
+        struct srv_fanout *f = &s->fans[i];
+        if (!f->running) {
+            continue;
+        }
+        pthread_mutex_lock(&f->mu);
+        f->stop = true;
+        struct srv_call *take = NULL;
+        while (f->parked) {
+            struct srv_call *c = f->parked;
+            park_unlink(f, c);
+            c->sub.next = take;
+            take = c;
+        }
+        pthread_cond_signal(&f->cond);
+        pthread_mutex_unlock(&f->mu);
+        while (take) {
+            struct srv_call *c = take;
+            take = c->sub.next;
+            sub_end(c, AN_EUNAVAIL, "the server is shutting down");
+        }
+        pthread_join(f->thread, NULL);
+        f->running = false;
     }
-    pthread_mutex_lock(&f->mu);
-    f->stop = true;
-    struct srv_call *take = NULL;
-    while (f->parked) {
-        struct srv_call *c = f->parked;
-        park_unlink(f, c);
-        c->sub.next = take;
-        take = c;
-    }
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->mu);
-    while (take) {
-        struct srv_call *c = take;
-        take = c->sub.next;
-        sub_end(c, AN_EUNAVAIL, "the server is shutting down");
-    }
-    pthread_join(f->thread, NULL);
-    f->running = false;
 }
 
 void srv_sub_free(struct srv *s)
 {
-    struct srv_fanout *f = &s->fan;
-    log_reader_close(f->rd);
-    f->rd = NULL;
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cond);
+    for (unsigned i = 0; s->fans && i < s->n_cqs; i++) {
+        struct srv_fanout *f = &s->fans[i];
+        log_reader_close(f->rd);
+        wave_forget(&f->wave);
+        pthread_mutex_destroy(&f->mu);
+        pthread_cond_destroy(&f->cond);
+    }
+    free(s->fans);
+    s->fans = NULL;
 }
 
 unsigned srv_sub_active(const struct srv *s)
 {
-    return atomic_load(&s->fan.active);
+    return atomic_load(&s->sub_active);
 }
 
 /* ---- the call ---- */
@@ -422,8 +481,8 @@ void srv_sub_begin(struct srv_call *c)
         return;
     }
     unsigned max = s->cfg.max_subscriptions;
-    if (atomic_fetch_add(&s->fan.active, 1) >= max) {
-        atomic_fetch_sub(&s->fan.active, 1);
+    if (atomic_fetch_add(&s->sub_active, 1) >= max) {
+        atomic_fetch_sub(&s->sub_active, 1);
         snprintf(detail, LOG_DETAIL_MAX,
                  "too many subscriptions: %u open, limit %u (--max-subscriptions)", max, max);
         srv_reply_code(c, AN_EBUSY, detail);
@@ -467,7 +526,7 @@ void srv_sub_begin(struct srv_call *c)
         }
     }
     say_debug("sub", "msg=\"subscription started\" active=%u", srv_sub_active(s));
-    sub_pump(c, c->q->rd);
+    sub_pump(c, c->q->rd, NULL);
 }
 
 void srv_sub_on_write(struct srv_call *c, bool ok)
@@ -476,12 +535,12 @@ void srv_sub_on_write(struct srv_call *c, bool ok)
         sub_end(c, AN_ECANCELLED, "the client went away");
         return;
     }
-    sub_pump(c, c->q->rd);
+    sub_pump(c, c->q->rd, NULL);
 }
 
 void srv_sub_on_close(struct srv_call *c)
 {
-    struct srv_fanout *f = &c->srv->fan;
+    struct srv_fanout *f = &c->srv->fans[c->q->index];
     pthread_mutex_lock(&f->mu);
     bool parked = c->sub.parked;
     if (parked) {
