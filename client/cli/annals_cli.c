@@ -117,12 +117,15 @@ static const struct cli_cmd_def cli_cmds[] = {
      "",
      "Prints SERVING when the server serves (exit 0), else its status (exit 1)."},
     {"import", cli__cmd_import, 1, 1, CLI_COMMON,
-     "FILE",
-     "Appends the events of a JSON-lines file, one object per line:\n"
+     "FILE|-",
+     "Appends the events of a JSON-lines file (or stdin for '-'), one object\n"
+     "per line, in order:\n"
      "  {\"stream\": S, \"type\": T, \"data\": ANY-JSON, \"id\": UUID, \"metadata\": JSON}\n"
      "(id and metadata optional; data is stored as its compact text, as\n"
-     "application/json; other keys are ignored). The whole file is checked\n"
-     "first: a bad line is named and nothing is sent. Progress goes to stderr."},
+     "application/json; other keys are ignored). The input is read once. Its\n"
+     "first 16 MiB are checked before anything is sent: a bad line there is\n"
+     "named and nothing is sent; a bad line further on stops the import there\n"
+     "(the lines before it are stored). Progress goes to stderr."},
 };
 
 #define CLI_N_CMDS (sizeof(cli_cmds) / sizeof(cli_cmds[0]))

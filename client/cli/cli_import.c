@@ -1,17 +1,37 @@
 /*
- * cli_import.c - `annals import FILE`: appends the events of a JSON-lines
- * file over one pipelined AppendStream call (an_appender_*).
+ * cli_import.c - `annals import FILE|-`: appends the events of a JSON-lines
+ * file, or of stdin, over one pipelined AppendStream call (an_appender_*).
  *
- * The file is read twice. The first pass checks every line and counts the
- * events, so a malformed line is reported by number before anything is
- * sent, and the progress display knows the total for its ETA. The second
- * pass parses each line again and submits it as one append of one event
- * (EXPECT_ANY), so that the log keeps the file's order and a failure names
- * exactly one line. Blank lines are skipped.
+ * The input is read once, so it may be a pipe (`zcat x.gz | annals import
+ * -`) and memory stays bounded whatever its size. Reading goes in two
+ * phases:
  *
- * Results arrive on the appender's thread (import_done); the counters they
- * update are protected by import_state.lock, and the main thread reads them
- * to draw progress: a bar with rate and ETA, redrawn at most every 100 ms,
+ *   1. The check window. Lines are read and checked, and their text is
+ *     kept, until the input ends or CLI_IMPORT_CHECK_BYTES of it have been
+ *     read. A malformed line here is reported by number and nothing is
+ *     sent, so a small file (the common case) is all or nothing as far as
+ *     the CLI can make it. When the input ends inside the window, the
+ *     total is known and progress shows a percentage and an ETA.
+ *   2. Streaming. The kept lines are sent, then the rest of the input is
+ *     read, checked and sent line by line. A malformed line past the window
+ *     stops the import there: the lines before it are stored, none after,
+ *     and the report says so (line number and the count imported).
+ *
+ * Each line is sent as one append of one event (EXPECT_ANY), so the log
+ * keeps the input's order and a failure names exactly one line. Blank lines
+ * are skipped. The environment variable ANNALS_IMPORT_CHECK_BYTES
+ * overrides the window (a test hook: it lets a test reach phase 2 with a
+ * small input).
+ *
+ * Line numbers of results. Results arrive on the appender's thread
+ * (import_done) with the correlation id, which is the event's ordinal
+ * (1, 2, ...); its line is the ordinal plus the blank lines before it. Only
+ * the blank lines are remembered (struct import_skips: one entry per run of
+ * them), so memory does not grow with the number of events.
+ *
+ * The counters the callback updates are protected by import_state.lock,
+ * and the main thread reads them to draw progress: a bar with rate and
+ * ETA (or, total unknown, a count and rate), redrawn at most every 100 ms,
  * when stderr is a terminal, else a plain line every CLI_IMPORT_EVERY
  * events.
  */
@@ -29,6 +49,7 @@
 #define CLI_IMPORT_EVERY 10000u
 #define CLI_IMPORT_REDRAW_NS 100000000LL
 #define CLI_IMPORT_BAR 30
+#define CLI_IMPORT_CHECK_BYTES (16u << 20)
 
 /* One line, parsed. The strings are owned: import_line_free. */
 struct import_line {
@@ -41,6 +62,24 @@ struct import_line {
     json_t *root;
 };
 
+/* One kept line of the check window. */
+struct kept_line {
+    char *text;                 /* owned */
+    size_t len;
+    uint64_t line_no;
+};
+
+/*
+ * Blank lines seen before events: entry i says that from event ordinal
+ * first[i] on, skipped[i] blank lines precede (first[] ascending).
+ */
+struct import_skips {
+    uint64_t *first;
+    uint64_t *skipped;
+    size_t n;
+    size_t cap;
+};
+
 struct import_state {
     pthread_mutex_t lock;
     uint64_t n_ok;              /* lock: appends that succeeded */
@@ -48,8 +87,7 @@ struct import_state {
     uint64_t first_fail_line;   /* lock: line of the first failure seen (0: none) */
     int first_fail_rc;          /* lock */
     struct an_error first_fail; /* lock */
-    const uint64_t *line_of;    /* correlation id - 1 -> line number; read-only */
-    uint64_t n_lines;           /* entries in line_of */
+    struct import_skips skips;  /* lock: grows on the main thread */
 };
 
 static int64_t now_ns(void)
@@ -138,38 +176,48 @@ out_invalid:
     return AN_EINVAL;
 }
 
-/* First pass: checks every line, counts the events. CLI_EXIT_* */
-static int import_check(const struct cli_args *a, FILE *f, uint64_t *n_events)
-{
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    uint64_t line_no = 0;
-    uint64_t n = 0;
-    char why[256];
-    int rc = CLI_EXIT_OK;
+/* ---- line numbers ---- */
 
-    while ((len = getline(&buf, &cap, f)) >= 0) {
-        struct import_line l;
-        line_no++;
-        if (blank(buf)) continue;
-        if (import_line_parse(buf, (size_t)len, &l, why, sizeof(why)) != 0) {
-            cli__errf(a, "%s: line %llu: %s", a->pos[0], (unsigned long long)line_no, why);
-            rc = CLI_EXIT_FAIL;
-            goto out_free;
+/* Notes that `skipped` blank lines (in all) precede event `ordinal`.
+ * Caller holds st->lock. 0 or AN_ENOMEM. */
+static int skips_note(struct import_skips *s, uint64_t ordinal, uint64_t skipped)
+{
+    if (s->n && s->first[s->n - 1] == ordinal) {
+        s->skipped[s->n - 1] = skipped;
+        return 0;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        uint64_t *f = realloc(s->first, cap * sizeof(*f));
+        if (!f) return AN_ENOMEM;
+        s->first = f;
+        uint64_t *k = realloc(s->skipped, cap * sizeof(*k));
+        if (!k) return AN_ENOMEM;
+        s->skipped = k;
+        s->cap = cap;
+    }
+    s->first[s->n] = ordinal;
+    s->skipped[s->n] = skipped;
+    s->n++;
+    return 0;
+}
+
+/* The line number of event `ordinal` (1-based). Caller holds st->lock. */
+static uint64_t skips_line(const struct import_skips *s, uint64_t ordinal)
+{
+    size_t lo = 0;
+    size_t hi = s->n;
+
+    /* the last entry with first <= ordinal */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->first[mid] <= ordinal) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        import_line_free(&l);
-        n++;
     }
-    if (ferror(f)) {
-        cli__errf(a, "%s: %s", a->pos[0], strerror(errno));
-        rc = CLI_EXIT_FAIL;
-        goto out_free;
-    }
-    *n_events = n;
-out_free:
-    free(buf);
-    return rc;
+    return ordinal + (lo ? s->skipped[lo - 1] : 0);
 }
 
 /* ---- results and progress ---- */
@@ -183,9 +231,7 @@ static void import_done(void *arg, uint64_t correlation_id, int rc,
     if (rc == 0) {
         st->n_ok++;
     } else {
-        uint64_t line = correlation_id >= 1 && correlation_id <= st->n_lines
-                            ? st->line_of[correlation_id - 1]
-                            : 0;
+        uint64_t line = correlation_id ? skips_line(&st->skips, correlation_id) : 0;
         st->n_failed++;
         /* Results may come in any order: report the earliest line. */
         if (!st->first_fail_line || (line && line < st->first_fail_line)) {
@@ -203,11 +249,36 @@ static void import_done(void *arg, uint64_t correlation_id, int rc,
 
 struct progress {
     bool tty;
+    bool total_known;           /* the input ended inside the check window */
     int64_t start_ns;
     int64_t last_draw_ns;
     uint64_t next_line;         /* plain mode: the next count to report */
     uint64_t total;
 };
+
+static void progress_draw_tty(struct progress *p, uint64_t done, double rate, bool final)
+{
+    if (!p->total_known) {
+        fprintf(stderr, "\r%llu events %.0f ev/s   ", (unsigned long long)done, rate);
+        if (final) fputc('\n', stderr);
+        return;
+    }
+    int fill = p->total ? (int)(done * CLI_IMPORT_BAR / p->total) : CLI_IMPORT_BAR;
+    double eta = rate > 0 ? (double)(p->total - done) / rate : 0;
+    char bar[CLI_IMPORT_BAR + 1];
+    for (int i = 0; i < CLI_IMPORT_BAR; i++) {
+        bar[i] = i < fill ? '#' : '.';
+    }
+    bar[CLI_IMPORT_BAR] = '\0';
+    char eta_text[32] = "-:--";
+    if (rate > 0) {
+        snprintf(eta_text, sizeof(eta_text), "%d:%02d", (int)eta / 60, (int)eta % 60);
+    }
+    fprintf(stderr, "\r[%s] %3d%% %llu/%llu %.0f ev/s ETA %s   ", bar,
+            p->total ? (int)(done * 100 / p->total) : 100, (unsigned long long)done,
+            (unsigned long long)p->total, rate, eta_text);
+    if (final) fputc('\n', stderr);
+}
 
 static void progress_draw(struct progress *p, uint64_t done, bool final)
 {
@@ -218,27 +289,18 @@ static void progress_draw(struct progress *p, uint64_t done, bool final)
     if (p->tty) {
         if (!final && now - p->last_draw_ns < CLI_IMPORT_REDRAW_NS) return;
         p->last_draw_ns = now;
-        int fill = p->total ? (int)(done * CLI_IMPORT_BAR / p->total) : CLI_IMPORT_BAR;
-        double eta = rate > 0 ? (double)(p->total - done) / rate : 0;
-        char bar[CLI_IMPORT_BAR + 1];
-        for (int i = 0; i < CLI_IMPORT_BAR; i++) {
-            bar[i] = i < fill ? '#' : '.';
-        }
-        bar[CLI_IMPORT_BAR] = '\0';
-        char eta_text[32] = "-:--";
-        if (rate > 0) {
-            snprintf(eta_text, sizeof(eta_text), "%d:%02d", (int)eta / 60, (int)eta % 60);
-        }
-        fprintf(stderr, "\r[%s] %3d%% %llu/%llu %.0f ev/s ETA %s   ", bar,
-                p->total ? (int)(done * 100 / p->total) : 100, (unsigned long long)done,
-                (unsigned long long)p->total, rate, eta_text);
-        if (final) fputc('\n', stderr);
+        progress_draw_tty(p, done, rate, final);
         return;
     }
     if (!final && done >= p->next_line) {
         p->next_line = (done / CLI_IMPORT_EVERY + 1) * CLI_IMPORT_EVERY;
-        fprintf(stderr, "annals: import: %llu/%llu events, %.0f ev/s\n",
-                (unsigned long long)done, (unsigned long long)p->total, rate);
+        if (p->total_known) {
+            fprintf(stderr, "annals: import: %llu/%llu events, %.0f ev/s\n",
+                    (unsigned long long)done, (unsigned long long)p->total, rate);
+        } else {
+            fprintf(stderr, "annals: import: %llu events, %.0f ev/s\n",
+                    (unsigned long long)done, rate);
+        }
     }
 }
 
@@ -250,6 +312,109 @@ static uint64_t import_finished(struct import_state *st, bool *failed)
     *failed = st->n_failed > 0;
     pthread_mutex_unlock(&st->lock);
     return n;
+}
+
+/* ---- reading ---- */
+
+/* The input: a file or stdin, and where it stands. */
+struct import_src {
+    FILE *f;
+    const char *name;           /* for messages: the path, or "stdin" */
+    char *buf;                  /* getline's buffer */
+    size_t cap;
+    uint64_t line_no;           /* of the last line read */
+    uint64_t n_events;          /* non-blank lines read so far */
+    uint64_t n_blank;           /* blank lines read so far */
+    struct kept_line *kept;     /* the check window */
+    size_t n_kept;
+    size_t kept_cap;
+    bool eof;
+    uint64_t bad_line;          /* a malformed line was read (0: none) */
+    char why[256];              /* and why */
+};
+
+/* Reads the next non-blank line into src->buf and notes blank lines
+ * before it. Returns its length, 0 at the end of the input, -1 on a read
+ * error (errno set) or out of memory (ENOMEM). */
+static ssize_t src_next(struct import_src *src, struct import_state *st)
+{
+    ssize_t len;
+
+    while ((len = getline(&src->buf, &src->cap, src->f)) >= 0) {
+        src->line_no++;
+        if (blank(src->buf)) {
+            src->n_blank++;
+            continue;
+        }
+        src->n_events++;
+        if (src->n_blank) {
+            pthread_mutex_lock(&st->lock);
+            int rc = skips_note(&st->skips, src->n_events, src->n_blank);
+            pthread_mutex_unlock(&st->lock);
+            if (rc) {
+                errno = ENOMEM;
+                return -1;
+            }
+        }
+        return len;
+    }
+    if (ferror(src->f)) return -1;
+    src->eof = true;
+    return 0;
+}
+
+static size_t check_window_bytes(void)
+{
+    const char *s = getenv("ANNALS_IMPORT_CHECK_BYTES");
+    char *end = NULL;
+    unsigned long long v;
+
+    if (!s || !*s) return CLI_IMPORT_CHECK_BYTES;
+    v = strtoull(s, &end, 10);
+    return *end || v == 0 ? CLI_IMPORT_CHECK_BYTES : (size_t)v;
+}
+
+/* Phase 1: reads and checks lines until the input ends or the window is
+ * full, keeping their text. CLI_EXIT_* (a bad line is reported). */
+static int import_check_window(const struct cli_args *a, struct import_src *src,
+                               struct import_state *st)
+{
+    size_t window = check_window_bytes();
+    size_t bytes = 0;
+    ssize_t len;
+
+    while (bytes < window && (len = src_next(src, st)) > 0) {
+        struct import_line l;
+        if (import_line_parse(src->buf, (size_t)len, &l, src->why, sizeof(src->why)) != 0) {
+            cli__errf(a, "%s: line %llu: %s; nothing imported", src->name,
+                      (unsigned long long)src->line_no, src->why);
+            return CLI_EXIT_FAIL;
+        }
+        import_line_free(&l);
+        if (src->n_kept == src->kept_cap) {
+            size_t cap = src->kept_cap ? src->kept_cap * 2 : 256;
+            struct kept_line *k = realloc(src->kept, cap * sizeof(*k));
+            if (!k) goto out_nomem;
+            src->kept = k;
+            src->kept_cap = cap;
+        }
+        struct kept_line *k = &src->kept[src->n_kept];
+        k->text = malloc((size_t)len);
+        if (!k->text) goto out_nomem;
+        memcpy(k->text, src->buf, (size_t)len);
+        k->len = (size_t)len;
+        k->line_no = src->line_no;
+        src->n_kept++;
+        bytes += (size_t)len;
+    }
+    if (!src->eof && bytes < window) {
+        cli__errf(a, "%s: %s", src->name, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    return CLI_EXIT_OK;
+out_nomem:
+    cli__errf(a, "out of memory");
+    return CLI_EXIT_FAIL;
 }
 
 /* ---- sending ---- */
@@ -269,67 +434,94 @@ static int submit_line(an_appender *ap, const struct import_line *l)
     return an_appender_submit(ap, &sa, 1, NULL);
 }
 
-/* Second pass: submits every line. Stops at the first failure seen.
- * Returns 0 or the submit's code. */
-static int import_send(FILE *f, an_appender *ap, struct import_state *st, uint64_t *line_of,
-                       struct progress *p)
+/* Parses and submits one line that was checked already (or is checked
+ * now: a bad line sets src->bad_line). Returns 0, AN_EINVAL (bad line) or
+ * the submit's code. */
+static int send_text(struct import_src *src, an_appender *ap, const char *text, size_t len,
+                     uint64_t line_no)
 {
-    char *buf = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    uint64_t line_no = 0;
-    uint64_t n = 0;
-    char why[256];
-    bool failed = false;
-    int rc = 0;
+    struct import_line l;
+    int rc = import_line_parse(text, len, &l, src->why, sizeof(src->why));
 
-    while (!failed && n < st->n_lines && (len = getline(&buf, &cap, f)) >= 0) {
-        struct import_line l;
-        line_no++;
-        if (blank(buf)) continue;
-        rc = import_line_parse(buf, (size_t)len, &l, why, sizeof(why));
-        if (rc != 0) break;         /* the file changed since the check */
-        line_of[n++] = line_no;
-        rc = submit_line(ap, &l);
-        import_line_free(&l);
-        if (rc != 0) break;
-        progress_draw(p, import_finished(st, &failed), false);
+    if (rc != 0) {
+        src->bad_line = line_no;
+        return rc;
     }
-    free(buf);
+    rc = submit_line(ap, &l);
+    import_line_free(&l);
     return rc;
 }
 
+/* Phase 2: sends the kept lines, then streams the rest. Stops at the first
+ * failure seen. Returns 0, AN_EINVAL (src->bad_line set), AN_EIO (a read
+ * error, errno logged by the caller) or the submit's code. */
+static int import_send(struct import_src *src, an_appender *ap, struct import_state *st,
+                       struct progress *p)
+{
+    bool failed = false;
+    ssize_t len;
+    int rc = 0;
+
+    for (size_t i = 0; i < src->n_kept && !failed; i++) {
+        struct kept_line *k = &src->kept[i];
+        rc = send_text(src, ap, k->text, k->len, k->line_no);
+        free(k->text);
+        k->text = NULL;
+        if (rc != 0) return rc;
+        progress_draw(p, import_finished(st, &failed), false);
+    }
+    while (!failed && !src->eof) {
+        len = src_next(src, st);
+        if (len < 0) return AN_EIO;
+        if (len == 0) break;
+        rc = send_text(src, ap, src->buf, (size_t)len, src->line_no);
+        if (rc != 0) return rc;
+        progress_draw(p, import_finished(st, &failed), false);
+    }
+    return 0;
+}
+
 /* Prints the outcome of an import. CLI_EXIT_* */
-static int import_report(const struct cli_args *a, struct import_state *st, int rc,
-                         uint64_t total, int64_t start_ns)
+static int import_report(const struct cli_args *a, const struct import_src *src,
+                         struct import_state *st, int rc, int64_t start_ns)
 {
     double secs = (double)(now_ns() - start_ns) / 1e9;
+    unsigned long long n_ok = (unsigned long long)st->n_ok;
     char where[320];
 
     if (st->n_failed) {
         const struct an_error *e = &st->first_fail;
         int frc = st->first_fail_rc;
         if (st->first_fail_line == UINT64_MAX) {
-            snprintf(where, sizeof(where), "%s", a->pos[0]);
+            snprintf(where, sizeof(where), "%s", src->name);
         } else {
-            snprintf(where, sizeof(where), "%s: line %llu", a->pos[0],
+            snprintf(where, sizeof(where), "%s: line %llu", src->name,
                      (unsigned long long)st->first_fail_line);
         }
         if (frc == AN_ECONFLICT) {
             cli__errf(a, "%s: conflict on stream '%s': actual version %lld (%s); "
                       "%llu of %llu events imported", where, e->stream,
-                      (long long)e->actual_version, an_errname(frc),
-                      (unsigned long long)st->n_ok, (unsigned long long)total);
+                      (long long)e->actual_version, an_errname(frc), n_ok,
+                      (unsigned long long)src->n_events);
         } else {
             cli__errf(a, "%s: %s (%s); %llu of %llu events imported", where,
-                      e->detail[0] ? e->detail : an_strerror(frc), an_errname(frc),
-                      (unsigned long long)st->n_ok, (unsigned long long)total);
+                      e->detail[0] ? e->detail : an_strerror(frc), an_errname(frc), n_ok,
+                      (unsigned long long)src->n_events);
         }
         return CLI_EXIT_FAIL;
     }
+    if (src->bad_line) {
+        cli__errf(a, "%s: line %llu: %s; %llu events before it imported, none after",
+                  src->name, (unsigned long long)src->bad_line, src->why, n_ok);
+        return CLI_EXIT_FAIL;
+    }
+    if (rc == AN_EIO) {
+        cli__errf(a, "%s: reading: %s; %llu events imported", src->name, strerror(errno), n_ok);
+        return CLI_EXIT_FAIL;
+    }
     if (rc != 0) {
-        cli__errf(a, "%s: %s (%s); %llu of %llu events imported", a->pos[0], an_strerror(rc),
-                  an_errname(rc), (unsigned long long)st->n_ok, (unsigned long long)total);
+        cli__errf(a, "%s: %s (%s); %llu events imported", src->name, an_strerror(rc),
+                  an_errname(rc), n_ok);
         return CLI_EXIT_FAIL;
     }
     if (a->json) {
@@ -342,39 +534,47 @@ static int import_report(const struct cli_args *a, struct import_state *st, int 
         json_decref(o);
         fputc('\n', stdout);
     } else {
-        printf("imported %llu event%s in %.2f s\n", (unsigned long long)st->n_ok,
-               st->n_ok == 1 ? "" : "s", secs);
+        printf("imported %llu event%s in %.2f s\n", n_ok, st->n_ok == 1 ? "" : "s", secs);
     }
     return CLI_EXIT_OK;
+}
+
+static void src_free(struct import_src *src)
+{
+    for (size_t i = 0; i < src->n_kept; i++) {
+        free(src->kept[i].text);
+    }
+    free(src->kept);
+    free(src->buf);
+    if (src->f && src->f != stdin) {
+        fclose(src->f);
+    }
 }
 
 int cli__cmd_import(const struct cli_args *a)
 {
     struct import_state st = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct progress p = {.tty = isatty(STDERR_FILENO) == 1, .next_line = CLI_IMPORT_EVERY};
-    uint64_t *line_of = NULL;
+    struct import_src src = {.name = a->pos[0]};
     an_client *c = NULL;
     an_appender *ap = NULL;
     bool failed;
-    FILE *f;
     int rc;
 
-    f = fopen(a->pos[0], "r");
-    if (!f) {
-        cli__errf(a, "%s: %s", a->pos[0], strerror(errno));
-        return CLI_EXIT_FAIL;
+    if (strcmp(a->pos[0], "-") == 0) {
+        src.f = stdin;
+        src.name = "stdin";
+    } else {
+        src.f = fopen(a->pos[0], "r");
+        if (!src.f) {
+            cli__errf(a, "%s: %s", a->pos[0], strerror(errno));
+            return CLI_EXIT_FAIL;
+        }
     }
-    rc = import_check(a, f, &p.total);
-    if (rc != CLI_EXIT_OK) goto out_close_file;
-    rewind(f);
-    line_of = malloc((p.total ? p.total : 1) * sizeof(*line_of));
-    if (!line_of) {
-        cli__errf(a, "out of memory");
-        rc = CLI_EXIT_FAIL;
-        goto out_close_file;
-    }
-    st.line_of = line_of;
-    st.n_lines = p.total;
+    rc = import_check_window(a, &src, &st);
+    if (rc != CLI_EXIT_OK) goto out_free;
+    p.total_known = src.eof;
+    p.total = src.n_events;
     rc = cli__connect(a, &c);
     if (rc != CLI_EXIT_OK) goto out_free;
     rc = an_appender_open(c, CLI_IMPORT_IN_FLIGHT, import_done, &st, &ap);
@@ -384,16 +584,19 @@ int cli__cmd_import(const struct cli_args *a)
         goto out_close_client;
     }
     p.start_ns = now_ns();
-    rc = import_send(f, ap, &st, line_of, &p);
+    rc = import_send(&src, ap, &st, &p);
+    int saved_errno = errno;
     int close_rc = an_appender_close(ap);
     if (rc == 0) rc = close_rc;
+    p.total = src.n_events;
     progress_draw(&p, import_finished(&st, &failed), true);
-    rc = import_report(a, &st, rc, p.total, p.start_ns);
+    errno = saved_errno;
+    rc = import_report(a, &src, &st, rc, p.start_ns);
 out_close_client:
     an_close(c);
 out_free:
-    free(line_of);
-out_close_file:
-    fclose(f);
+    src_free(&src);
+    free(st.skips.first);
+    free(st.skips.skipped);
     return rc;
 }

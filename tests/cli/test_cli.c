@@ -652,3 +652,85 @@ Test(cli, import_of_empty_file_and_server_side_failure)
     cr_assert_not_null(strstr(r.err, "/nonexistent/file.jsonl"), "stderr: %s", r.err);
     run_free(&r);
 }
+
+Test(cli, import_from_stdin_reads_once_and_counts_without_a_total)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/stdin.jsonl", h.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 300; i++) {
+        fprintf(f, "{\"stream\": \"in-%d\", \"type\": \"T\", \"data\": %d}\n%s", i % 3, i,
+                i % 50 == 0 ? "\n" : "");
+    }
+    fclose(f);
+
+    struct run r = run_argv(path, true, (const char *const[]){"import", "-", "--json", NULL});
+    expect_ok(&r);
+    json_t *o = json_line(r.out, 0);
+    cr_assert_eq(jint(o, "imported"), 300);
+    json_decref(o);
+    run_free(&r);
+
+    r = RUN("read-all", "--json");
+    expect_ok(&r);
+    cr_assert_eq(count_lines(r.out), 300);
+    o = json_line(r.out, 299);
+    cr_assert_eq(json_integer_value(json_object_get(o, "data")), 299, "order kept");
+    json_decref(o);
+    run_free(&r);
+
+    /* A window smaller than the input: the total is unknown while
+     * sending, so progress counts without a total; a line refused by the
+     * server is still named by its number (blank lines counted). */
+    setenv("ANNALS_IMPORT_CHECK_BYTES", "200", 1);
+    write_file(path, "{\"stream\": \"w\", \"type\": \"T\", \"data\": 1}\n"
+                     "\n"
+                     "{\"stream\": \"w\", \"type\": \"T\", \"data\": 2}\n"
+                     "{\"stream\": \"w\", \"type\": \"T\", \"data\": 3}\n"
+                     "\n"
+                     "\n"
+                     "{\"stream\": \"w\", \"type\": \"T\", \"data\": 4}\n"
+                     "{\"stream\": \"w\", \"type\": \"T\", \"data\": 5}\n"
+                     "{\"stream\": \"$w\", \"type\": \"T\", \"data\": 6}\n");
+    r = run_argv(path, true, (const char *const[]){"import", "-", NULL});
+    unsetenv("ANNALS_IMPORT_CHECK_BYTES");
+    cr_assert_eq(r.status, 1, "exit %d, out: %s", r.status, r.out);
+    cr_assert_not_null(strstr(r.err, "stdin: line 9"), "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.err, "5 of 6 events imported"), "stderr: %s", r.err);
+    run_free(&r);
+}
+
+Test(cli, import_from_stdin_bad_line_in_window_sends_nothing_past_it_stops_there)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/bad.jsonl", h.dir);
+    write_file(path, "{\"stream\": \"b\", \"type\": \"T\", \"data\": 1}\n"
+                     "{\"stream\": \"b\", \"type\": \"T\", \"data\": 2}\n"
+                     "{\"stream\": \"b\", \"type\": \"T\", \"data\": 3}\n"
+                     "{\"stream\": \"b\", \"type\": \"T\", \"data\": \n"
+                     "{\"stream\": \"b\", \"type\": \"T\", \"data\": 5}\n");
+    struct run r = run_argv(path, true, (const char *const[]){"import", "-", NULL});
+    cr_assert_eq(r.status, 1);
+    cr_assert_not_null(strstr(r.err, "stdin: line 4"), "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.err, "nothing imported"), "stderr: %s", r.err);
+    run_free(&r);
+    r = RUN("read-all");
+    expect_ok(&r);
+    cr_assert_str_eq(r.out, "", "a failed import wrote: %s", r.out);
+    run_free(&r);
+
+    /* Past the check window: lines 1-3 are stored, nothing from line 4. */
+    setenv("ANNALS_IMPORT_CHECK_BYTES", "50", 1);
+    r = run_argv(path, true, (const char *const[]){"import", "-", NULL});
+    unsetenv("ANNALS_IMPORT_CHECK_BYTES");
+    cr_assert_eq(r.status, 1);
+    cr_assert_not_null(strstr(r.err, "stdin: line 4"), "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.err, "3 events before it imported, none after"), "stderr: %s",
+                       r.err);
+    run_free(&r);
+    r = RUN("read-all");
+    expect_ok(&r);
+    cr_assert_eq(count_lines(r.out), 3, "got: %s", r.out);
+    run_free(&r);
+}
