@@ -30,6 +30,22 @@
  * the client's timeout without a result cancels the call with
  * DEADLINE_EXCEEDED, which fails every append left (AN_EDEADLINE).
  *
+ * Breaker. Opening leases an endpoint from the breaker (an__ep_acquire):
+ * round-robin over the endpoints that are up and admit a call, so an
+ * appender never starts on an endpoint whose circuit is open, and with
+ * none admitting it open fails at once with AN_ECIRCUIT (or AN_EUNAVAIL
+ * when all are down), without touching the network. The lease is given
+ * back with the first proof either way: the first AppendResult (the
+ * server answered: a success, which closes a half-open breaker when this
+ * appender was its probe), or the call's end. A failed open counts as a
+ * failure. After the lease has ended, a call that ends UNAVAILABLE,
+ * DEADLINE_EXCEEDED or CANCELLED (cut off by the server or the
+ * connection; libannals only cancels for a silent server, which is
+ * DEADLINE_EXCEEDED) counts as one more failure of its endpoint
+ * (an__ep_report), so a server that dies under a long-lived appender opens
+ * the breaker like failing unary calls do. The appender keeps its
+ * endpoint for its whole life; it is never moved.
+ *
  * End. The call ends when STATUS completes (OK after close, or a failure).
  * From then on submit refuses (the caller keeps its append; no callback).
  * The thread leaves once all its batches have completed, after failing the
@@ -57,6 +73,9 @@ struct out_msg {
 };
 
 struct an_appender {
+    an_client *c;               /* borrowed; outlives the appender */
+    struct an__lease lease;     /* the endpoint's; open, then the thread only */
+    bool leased;                /* the lease is not yet given back */
     grpc_call *call;
     grpc_completion_queue *cq;  /* a next queue, read only by the thread */
     pthread_t thread;
@@ -240,6 +259,15 @@ static void deliver(an_appender *a, const Annals__V1__AppendResult *r)
     a->cb(a->arg, r->correlation_id, err.code, NULL, &err);
 }
 
+/* Gives the endpoint back to the breaker with the first proof either way
+ * (the appender thread, or open before the thread runs). */
+static void appender_lease_end(an_appender *a, int rc)
+{
+    if (!a->leased) return;
+    a->leased = false;
+    an__ep_release(a->c, &a->lease, rc);
+}
+
 /* READ completed: a result, or the end of the server's messages. */
 static void on_read(an_appender *a)
 {
@@ -273,6 +301,7 @@ static void on_read(an_appender *a)
     /* A result for an id not awaited (a server bug) is dropped, so that
      * each append still gets exactly one callback. */
     if (known) {
+        appender_lease_end(a, 0);
         deliver(a, r);
     }
     annals__v1__append_result__free_unpacked(r, NULL);
@@ -304,6 +333,12 @@ static void on_status(an_appender *a)
 {
     struct out_msg *m;
     int code = an_code_from_status(a->status);
+
+    if (a->leased) {
+        appender_lease_end(a, code);
+    } else if (an__transient(code)) {
+        an__ep_report(a->c, a->lease.ep, code);
+    }
 
     pthread_mutex_lock(&a->mu);
     a->status_busy = false;
@@ -512,6 +547,7 @@ int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void
 
     a = calloc(1, sizeof(*a));
     if (!a) return AN_ENOMEM;
+    a->c = c;
     a->cb = cb;
     a->arg = arg;
     a->max_in_flight = max_in_flight;
@@ -530,13 +566,20 @@ int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void
         rc = AN_ENOMEM;
         goto out_free;
     }
-    a->call = an__call_new(c, a->cq, AN__M_APPEND_STREAM, gpr_inf_future(GPR_CLOCK_MONOTONIC));
+    rc = an__ep_acquire(c, &a->lease);
+    if (rc) goto out_free;
+    a->leased = true;
+    a->call = an__call_new_ep(a->lease.ep, a->cq, AN__M_APPEND_STREAM,
+                              gpr_inf_future(GPR_CLOCK_MONOTONIC));
     if (!a->call) {
         rc = AN_EINTERNAL;
         goto out_free;
     }
     rc = open_call(a);
-    if (rc) goto out_cancel;
+    if (rc) {
+        appender_lease_end(a, rc);
+        goto out_cancel;
+    }
     if (pthread_create(&a->thread, NULL, appender_main, a) != 0) {
         rc = AN_ENOMEM;
         goto out_cancel;
@@ -560,6 +603,7 @@ out_cancel:
         }
     }
 out_free:
+    appender_lease_end(a, AN__ABANDONED);
     appender_free(a);
     return rc;
 }

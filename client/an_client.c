@@ -372,12 +372,6 @@ static grpc_call *call_on(grpc_channel *ch, grpc_completion_queue *cq, const cha
     return call;
 }
 
-grpc_call *an__call_new(an_client *c, grpc_completion_queue *cq, const char *method,
-                        gpr_timespec deadline)
-{
-    return call_on(an__pick_channel(c), cq, method, deadline);
-}
-
 grpc_call *an__call_new_ep(const struct an__ep *ep, grpc_completion_queue *cq,
                            const char *method, gpr_timespec deadline)
 {
@@ -651,6 +645,7 @@ static int client_settings(an_client *c, const struct an_client_opts *opts)
                                                  : AN__DEFAULT_HEALTH_INTERVAL_MS;
     c->on_breaker = o.on_breaker;
     c->get_stream_fallback = o.get_stream_fallback;
+    c->read_fallback = o.read_fallback;
     c->cb_arg = o.arg;
     return 0;
 }

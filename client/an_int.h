@@ -48,6 +48,7 @@ struct an_client {
     int64_t health_interval_ms; /* <= 0: no health thread */
     void (*on_breaker)(void *arg, const char *endpoint, int from_state, int to_state);
     int (*get_stream_fallback)(void *arg, const char *stream, struct an_stream_info *out);
+    int (*read_fallback)(void *arg, const struct an_read_req *req, an_iter *it);
     void *cb_arg;
 
     pthread_mutex_t mu;         /* protects the eps' breaker fields, rr, stop */
@@ -136,13 +137,9 @@ Annals__V1__AsOf *an__as_of(const struct an_as_of *a, Annals__V1__AsOf *m);
 /* ---- calls ---- */
 
 /*
- * an__call_new - a call on the client's channel, bound to cq, with the
- * given deadline. method is copied. NULL when gRPC refuses.
+ * an__call_new_ep - a call on one endpoint's channel, bound to cq, with
+ * the given deadline. method is copied. NULL when gRPC refuses.
  */
-grpc_call *an__call_new(an_client *c, grpc_completion_queue *cq, const char *method,
-                        gpr_timespec deadline);
-
-/* an__call_new_ep - an__call_new on one endpoint's channel. */
 grpc_call *an__call_new_ep(const struct an__ep *ep, grpc_completion_queue *cq,
                            const char *method, gpr_timespec deadline);
 
@@ -200,8 +197,12 @@ int an__ep_acquire(an_client *c, struct an__lease *l);
 #define AN__ABANDONED 1 /* an__ep_release: the caller gave the call up */
 void an__ep_release(an_client *c, const struct an__lease *l, int rc);
 
-/* an__pick_channel - a channel for the appender (round-robin, no lease). */
-grpc_channel *an__pick_channel(an_client *c);
+/*
+ * an__ep_report - counts one outcome of ep outside a lease (a long-lived
+ * call that ended after its lease did): as an__ep_release with a lease
+ * that is no probe, taken now.
+ */
+void an__ep_report(an_client *c, struct an__ep *ep, int rc);
 
 /* an__health_start / _stop - the health thread (only with >= 2 endpoints). */
 int an__health_start(an_client *c);

@@ -26,6 +26,11 @@
  * lease ends with the first message (a success) or with the call's
  * outcome; while no breaker admits a read it fails fast with AN_ECIRCUIT.
  *
+ * Fallback: a read that would end AN_ECIRCUIT with nothing handed out
+ * calls the client's read_fallback once (iter_fallback), which may supply
+ * events (an_iter_supply copies them into it->fb); they are handed out
+ * like a batch, and the fallback's return ends the read.
+ *
  * Tags: START, MSG and STATUS are the only batches, at most one of each in
  * flight; every batch started is plucked exactly once (a pluck queue must
  * be empty when it is destroyed), by the wait that needs it or by
@@ -70,6 +75,12 @@ struct an_iter {
     bool done;                      /* the call is over: rc and err hold the outcome */
     int rc;
     struct an_error err;
+    bool in_fallback;               /* read_fallback is running */
+    bool fell_back;                 /* read_fallback has run */
+    Annals__V1__RecordedEvent **fb; /* the events it supplied (owned) */
+    size_t fb_n;
+    size_t fb_cap;
+    size_t fb_next;                 /* the next one to hand out */
 };
 
 /* Waits for tag's batch; cancels the call if the server is silent too long. */
@@ -233,7 +244,10 @@ static bool iter_retry(an_iter *it)
     int64_t end = it->start_ms + c->timeout_ms;
     int64_t retry_end = it->start_ms + c->retry_max_total_ms;
 
-    if (it->handed_out || !an__transient(it->rc) || it->attempt >= c->max_retries) return false;
+    if (it->handed_out || it->fell_back || !an__transient(it->rc) ||
+        it->attempt >= c->max_retries) {
+        return false;
+    }
     if (!an__backoff(c, it->attempt, retry_end < end ? retry_end : end)) return false;
     it->attempt++;
     if (it->call) {
@@ -256,6 +270,66 @@ static bool iter_retry(an_iter *it)
     return true;
 }
 
+int an_iter_supply(an_iter *it, const Annals__V1__RecordedEvent *ev)
+{
+    Annals__V1__RecordedEvent *copy;
+    uint8_t *buf;
+    size_t n;
+
+    if (!it || !ev || !it->in_fallback) return AN_EINVAL;
+    if (it->fb_n == it->fb_cap) {
+        size_t cap = it->fb_cap ? it->fb_cap * 2 : 16;
+        Annals__V1__RecordedEvent **p = realloc(it->fb, cap * sizeof(*p));
+        if (!p) return AN_ENOMEM;
+        it->fb = p;
+        it->fb_cap = cap;
+    }
+    /* A deep copy the simple way: through the wire format. */
+    n = protobuf_c_message_get_packed_size(&ev->base);
+    buf = malloc(n ? n : 1);
+    if (!buf) return AN_ENOMEM;
+    protobuf_c_message_pack(&ev->base, buf);
+    copy = annals__v1__recorded_event__unpack(NULL, n, buf);
+    free(buf);
+    if (!copy) return AN_ENOMEM;
+    it->fb[it->fb_n++] = copy;
+    return 0;
+}
+
+/*
+ * iter_fallback - a read ending AN_ECIRCUIT with nothing handed out asks
+ * the client's read_fallback, once. Returns whether it did; the read is
+ * then over with the fallback's outcome, after its events.
+ */
+static bool iter_fallback(an_iter *it)
+{
+    struct an_read_req req = {0};
+    ProtobufCMessage *m;
+    const ProtobufCMessageDescriptor *desc;
+    int rc;
+
+    if (it->fell_back || it->handed_out || it->rc != AN_ECIRCUIT || !it->c->read_fallback) {
+        return false;
+    }
+    it->fell_back = true;
+    desc = strcmp(it->method, AN__M_READ_STREAM) == 0 ? &annals__v1__read_stream_request__descriptor
+                                                      : &annals__v1__read_all_request__descriptor;
+    m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(it->req),
+                                  GRPC_SLICE_START_PTR(it->req));
+    if (!m) return false;
+    if (desc == &annals__v1__read_stream_request__descriptor) {
+        req.stream = (const Annals__V1__ReadStreamRequest *)m;
+    } else {
+        req.all = (const Annals__V1__ReadAllRequest *)m;
+    }
+    it->in_fallback = true;
+    rc = it->c->read_fallback(it->c->cb_arg, &req, it);
+    it->in_fallback = false;
+    protobuf_c_message_free_unpacked(m, NULL);
+    it->rc = rc ? an__err_set(&it->err, rc, 0, "read fallback: %s", an_strerror(rc)) : 0;
+    return true;
+}
+
 int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err)
 {
     if (!it || !ev) return an__err_set(err, AN_EINVAL, 0, "iterator or ev is NULL");
@@ -265,11 +339,17 @@ int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_er
             it->handed_out = true;
             return 1;
         }
+        if (it->fb_next < it->fb_n) {
+            /* Not handed_out: these are not the server's. */
+            *ev = it->fb[it->fb_next++];
+            return 1;
+        }
         if (it->batch) {
             annals__v1__read_response__free_unpacked(it->batch, NULL);
             it->batch = NULL;
         }
         if (it->done && iter_retry(it)) continue;
+        if (it->done && iter_fallback(it)) continue;
         if (it->done) {
             if (it->rc && err) {
                 *err = it->err;
@@ -294,6 +374,10 @@ void an_iter_free(an_iter *it)
     if (it->batch) {
         annals__v1__read_response__free_unpacked(it->batch, NULL);
     }
+    for (size_t i = 0; i < it->fb_n; i++) {
+        annals__v1__recorded_event__free_unpacked(it->fb[i], NULL);
+    }
+    free(it->fb);
     grpc_byte_buffer_destroy(it->rbuf);
     grpc_slice_unref(it->req);
     grpc_slice_unref(it->details);

@@ -301,25 +301,15 @@ int an_breaker_state(an_client *c, const char *endpoint)
     return state;
 }
 
-grpc_channel *an__pick_channel(an_client *c)
+void an__ep_report(an_client *c, struct an__ep *ep, int rc)
 {
-    grpc_channel *ch = c->eps[0].channel;
+    struct an__lease l = {.ep = ep};
 
-    /* The appender keeps its endpoint for its whole life and neither
-     * probe nor feed the breaker: take the next endpoint that is up and
-     * not OPEN, else the first, and let the call itself fail. */
+    if (!ep) return;
     pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n_eps; i++) {
-        struct an__ep *ep = &c->eps[(c->rr + i) % c->n_eps];
-
-        if (ep->up && ep->state != AN_BREAKER_OPEN) {
-            ch = ep->channel;
-            c->rr = (unsigned)((c->rr + i + 1) % c->n_eps);
-            break;
-        }
-    }
+    l.gen = ep->gen;
     pthread_mutex_unlock(&c->mu);
-    return ch;
+    an__ep_release(c, &l, rc);
 }
 
 /* ---- the health thread ---- */

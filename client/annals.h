@@ -37,6 +37,7 @@
 
 #include "an_err.h"
 #include "annals/v1/event.pb-c.h"
+#include "annals/v1/queries.pb-c.h"
 
 typedef struct an_client an_client;
 typedef struct an_iter an_iter;
@@ -75,6 +76,12 @@ enum an_breaker_state {
 };
 
 struct an_stream_info;
+
+/* What a read asked for, as sent (read_fallback): exactly one is set. */
+struct an_read_req {
+    const Annals__V1__ReadStreamRequest *stream; /* an_read_stream's request */
+    const Annals__V1__ReadAllRequest *all;       /* an_read_all's request */
+};
 
 /*
  * Client options. All-zero means the defaults, so always start from
@@ -132,7 +139,25 @@ struct an_client_opts {
      */
     int (*get_stream_fallback)(void *arg, const char *stream, struct an_stream_info *out);
 
-    void *arg;                  /* passed to on_breaker and get_stream_fallback */
+    /*
+     * Optional: the fallback of reads. When a read (an_read_stream,
+     * an_read_all) would fail with AN_ECIRCUIT before it has handed out
+     * an event (no endpoint's breaker admits it, when it starts or when
+     * it would be retried), an_iter_next calls this once instead, with the
+     * request as it would have been sent (borrowed for the call) and the
+     * iterator. It may supply events with an_iter_supply (e.g. from a
+     * cache or a store it knows), which the iterator then hands out in
+     * that order, and its return ends the read after them: 0, a normal
+     * end (an_iter_next returns 0), or a negative code, which an_iter_next
+     * returns with err->detail "read fallback: ..." (AN_ECIRCUIT: decline).
+     * A read that has handed out events, or fails any other way, never
+     * falls back: the caller would otherwise get two histories spliced.
+     * Runs on the thread calling an_iter_next, with no lock held; must be
+     * thread-safe when the client is shared. It must not free the iterator.
+     */
+    int (*read_fallback)(void *arg, const struct an_read_req *req, an_iter *it);
+
+    void *arg;                  /* passed to on_breaker and the fallbacks */
 };
 
 /*
@@ -255,8 +280,16 @@ typedef void (*an_append_cb)(void *arg, uint64_t correlation_id, int rc,
  * the end), the server must produce a result within the client's timeout
  * of the previous one, else the call is cancelled and every append left
  * gets AN_EDEADLINE. cb is required, arg is passed to it. Returns 0,
- * AN_EINVAL, AN_EUNAVAIL (or the code of the status that ended the call),
- * AN_ENOMEM. *out on success only.
+ * AN_EINVAL, AN_ECIRCUIT (no endpoint's breaker admits a call: nothing
+ * sent, no network wait), AN_EUNAVAIL (every endpoint is down, or the
+ * server could not be reached; or the code of the status that ended the
+ * call), AN_ENOMEM. *out on success only.
+ *
+ * Breaker: the appender takes its endpoint as a unary call does (up, and
+ * its breaker admits a call; a half-open breaker lets it through as a
+ * probe) and keeps it for its life. A failed open counts as a failure of
+ * that endpoint; the first AppendResult counts as a success; a call that
+ * ends UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED counts as a failure.
  */
 int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void *arg,
                      an_appender **out);
@@ -337,6 +370,14 @@ int an_read_all(an_client *c, const struct an_read_all_opts *o, an_iter **out);
  * it, the read fails at once with AN_ECIRCUIT (or AN_EUNAVAIL).
  */
 int an_iter_next(an_iter *it, const Annals__V1__RecordedEvent **ev, struct an_error *err);
+
+/*
+ * an_iter_supply - inside read_fallback only (an_client_opts): adds a copy
+ * of *ev to the events the iterator hands out. ev is borrowed for the call;
+ * the copy lives until an_iter_free. Returns 0, AN_EINVAL (NULL, or `it`
+ * is not in its read_fallback), AN_ENOMEM.
+ */
+int an_iter_supply(an_iter *it, const Annals__V1__RecordedEvent *ev);
 
 /* an_iter_free - cancels the call if it is still running, frees. NULL ok. */
 void an_iter_free(an_iter *it);

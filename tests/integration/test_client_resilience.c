@@ -2,7 +2,8 @@
  * test_client_resilience.c - libannals against a real annalsd that goes
  * away: the circuit breaker's transitions (stop, SIGSTOP, restart),
  * fail-fast AN_ECIRCUIT, retries that do not duplicate appends, reads that
- * retry, two endpoints with one killed, and the GetStream fallback.
+ * retry, two endpoints with one killed, the GetStream and read fallbacks,
+ * and the AppendStream appender under the breaker.
  *
  * Timing bounds are generous: CI is a noisy 2-core VM, and the suite also
  * runs under ASan+UBSan.
@@ -483,5 +484,225 @@ Test(client_resilience, get_stream_fallback_answers_while_open)
     cr_assert_eq(atomic_load(&fallback_calls), 2);
     /* Only GetStream has a fallback. */
     cr_assert_eq(an_health(c, NULL, NULL), AN_ECIRCUIT);
+    an_close(c);
+}
+
+/* An event the read fallback supplies (as from a cache). */
+static void fb_event(an_iter *it, const char *stream, uint64_t version, uint64_t position)
+{
+    Annals__V1__RecordedEvent ev = ANNALS__V1__RECORDED_EVENT__INIT;
+    ev.stream = (char *)stream;
+    ev.stream_version = version;
+    ev.global_position = position;
+    ev.type = (char *)"Cached";
+    cr_assert_eq(an_iter_supply(it, &ev), 0);
+}
+
+static atomic_int read_fb_calls;
+
+static int read_fb(void *arg, const struct an_read_req *req, an_iter *it)
+{
+    (void)arg;
+    atomic_fetch_add(&read_fb_calls, 1);
+    if (req->stream) {
+        cr_assert_null(req->all);
+        if (strcmp(req->stream->stream, "rf-1") != 0) return AN_ENOTFOUND;
+        cr_assert_eq(req->stream->from_version, 1, "the request as sent");
+        fb_event(it, "rf-1", 1, 11);
+        fb_event(it, "rf-1", 2, 12);
+        return 0;
+    }
+    cr_assert_not_null(req->all);
+    cr_assert_eq(req->all->filter->n_stream_prefixes, 1);
+    cr_assert_str_eq(req->all->filter->stream_prefixes[0], "rf-");
+    fb_event(it, "rf-1", 0, 10);
+    return AN_EUNAVAIL; /* then the read fails: the cache may be partial */
+}
+
+/* Reads everything; returns the end code, *n the events, *last the last
+ * event's version. */
+static int read_count(an_iter *it, int *n, uint64_t *last, struct an_error *err)
+{
+    const Annals__V1__RecordedEvent *ev;
+    int rc;
+    *n = 0;
+    while ((rc = an_iter_next(it, &ev, err)) == 1) {
+        (*n)++;
+        *last = ev->stream_version;
+    }
+    return rc;
+}
+
+Test(client_resilience, read_fallback_supplies_events_while_open_and_only_then)
+{
+    struct an_client_opts o = {.timeout_ms = 2000, .max_retries = -1, .breaker_threshold = 2,
+                               .breaker_cooldown_ms = 10000, .read_fallback = read_fb};
+    an_client *c = client(h.addr, o);
+    struct an_read_stream_opts so = {.stream = "rf-1", .from_version = 1};
+    const char *prefixes[] = {"rf-"};
+    struct an_read_all_opts ao = {.stream_prefixes = prefixes, .n_stream_prefixes = 1};
+    struct an_error err;
+    uint64_t last = 0;
+    an_iter *it;
+    int n;
+
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(append1(c, "rf-1", NULL), 0);
+    }
+    cr_assert_eq(an_read_stream(c, &so, &it), 0);
+    cr_assert_eq(read_count(it, &n, &last, &err), 0);
+    cr_assert_eq(n, 3);
+    an_iter_free(it);
+    cr_assert_eq(an_iter_supply(NULL, NULL), AN_EINVAL);
+
+    /* Down but still closed: reads fail as they are, no fallback. */
+    cr_assert_eq(h_stop(&h), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(an_read_stream(c, &so, &it), 0);
+        cr_assert_eq(read_count(it, &n, &last, &err), AN_EUNAVAIL);
+        an_iter_free(it);
+    }
+    cr_assert_eq(atomic_load(&read_fb_calls), 0, "fallback used before the breaker opened");
+    cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_OPEN);
+
+    /* Open: the fallback answers, with the request as it would be sent. */
+    cr_assert_eq(an_read_stream(c, &so, &it), 0);
+    cr_assert_eq(read_count(it, &n, &last, &err), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(last, 2);
+    an_iter_free(it);
+    struct an_read_stream_opts other = {.stream = "rf-2"};
+    cr_assert_eq(an_read_stream(c, &other, &it), 0);
+    cr_assert_eq(read_count(it, &n, &last, &err), AN_ENOTFOUND);
+    cr_assert_eq(n, 0);
+    cr_assert_not_null(strstr(err.detail, "read fallback"), "detail: %s", err.detail);
+    an_iter_free(it);
+    /* Events, then the fallback's error: the read is not retried. */
+    cr_assert_eq(an_read_all(c, &ao, &it), 0);
+    cr_assert_eq(read_count(it, &n, &last, &err), AN_EUNAVAIL);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(err.code, AN_EUNAVAIL);
+    an_iter_free(it);
+    cr_assert_eq(atomic_load(&read_fb_calls), 3);
+    an_close(c);
+}
+
+/* ---- the appender under the breaker ---- */
+
+struct acks {
+    atomic_int ok;
+    atomic_int failed;
+    atomic_int last_rc;
+};
+
+static void on_ack(void *arg, uint64_t id, int rc, const struct an_append_result *res,
+                   const struct an_error *err)
+{
+    struct acks *k = arg;
+    (void)id;
+    (void)res;
+    (void)err;
+    if (rc == 0) {
+        atomic_fetch_add(&k->ok, 1);
+    } else {
+        atomic_fetch_add(&k->failed, 1);
+        atomic_store(&k->last_rc, rc);
+    }
+}
+
+static int submit1(an_appender *a, const char *stream)
+{
+    struct an_event e = {.type = "T", .data = "{}", .data_len = 2};
+    struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+    return an_appender_submit(a, &sa, 1, NULL);
+}
+
+Test(client_resilience, appender_fails_fast_while_open_and_its_failures_open_the_breaker)
+{
+    struct an_client_opts o = {.timeout_ms = 2000, .max_retries = -1, .breaker_threshold = 1,
+                               .breaker_cooldown_ms = 400};
+    an_client *c = client(h.addr, o);
+    struct acks k = {0};
+    an_appender *a = NULL;
+
+    cr_assert_eq(an_appender_open(c, 8, on_ack, &k, &a), 0);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(submit1(a, "ap-1"), 0);
+    }
+    int64_t until = now_ms() + 5000;
+    while (atomic_load(&k.ok) < 5) {
+        cr_assert_lt(now_ms(), until);
+        sleep_ms(5);
+    }
+    cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_CLOSED);
+
+    /* The server dies under a live appender: the call's end (a transport
+     * failure, UNAVAILABLE) counts, and with a threshold of 1 opens the
+     * breaker. (SIGKILL, not SIGTERM: annalsd waits out its 3 s grace for
+     * an idle AppendStream and then aborts in grpc_server_cancel_all_calls;
+     * see the report of issue 5.) */
+    h_kill(&h);
+    cr_assert_neq(an_appender_close(a), 0);
+    cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_OPEN);
+    cr_assert_geq(seen_find(AN_BREAKER_CLOSED, AN_BREAKER_OPEN, 0), 0);
+
+    /* Open: opening fails at once, nothing is sent. */
+    for (int i = 0; i < 20; i++) {
+        int64_t t = now_ms();
+        a = NULL;
+        cr_assert_eq(an_appender_open(c, 8, on_ack, &k, &a), AN_ECIRCUIT);
+        cr_assert_null(a);
+        cr_assert_lt(now_ms() - t, 50, "took %lld ms", (long long)(now_ms() - t));
+    }
+
+    /* Still down after the cool-down: the appender is the probe and its
+     * failed open reopens the breaker. */
+    sleep_ms(500);
+    cr_assert_eq(an_appender_open(c, 8, on_ack, &k, &a), AN_EUNAVAIL);
+    cr_assert_geq(seen_find(AN_BREAKER_HALF_OPEN, AN_BREAKER_OPEN, 0), 0);
+    cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_OPEN);
+
+    /* Back: after the cool-down the appender probes; its first result
+     * closes the breaker. */
+    h_restart(&h);
+    sleep_ms(500);
+    int rc;
+    until = now_ms() + 10000;
+    while ((rc = an_appender_open(c, 8, on_ack, &k, &a)) != 0) {
+        cr_assert(rc == AN_EUNAVAIL || rc == AN_ECIRCUIT, "got %s", an_errname(rc));
+        cr_assert_lt(now_ms(), until, "no appender after the restart");
+        sleep_ms(50);
+    }
+    cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_HALF_OPEN, "the open is the probe");
+    cr_assert_eq(submit1(a, "ap-1"), 0);
+    cr_assert_eq(an_appender_close(a), 0);
+    cr_assert_eq(atomic_load(&k.ok), 6);
+    cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_CLOSED);
+    cr_assert_geq(seen_find(AN_BREAKER_HALF_OPEN, AN_BREAKER_CLOSED, 0), 0);
+    an_close(c);
+}
+
+Test(client_resilience, appenders_open_on_the_live_endpoint_of_two)
+{
+    char target[160];
+    struct an_client_opts o = {.timeout_ms = 2000, .health_interval_ms = 100};
+    struct acks k = {0};
+
+    h_start(&h2, NULL);
+    snprintf(target, sizeof(target), "%s,%s", h2.addr, h.addr);
+    an_client *c = client(target, o);
+    h_kill(&h2);
+    sleep_ms(500); /* the health thread marks it down */
+    for (int i = 0; i < 6; i++) {
+        an_appender *a = NULL;
+        int rc = an_appender_open(c, 8, on_ack, &k, &a);
+        cr_assert_eq(rc, 0, "open %d: %s", i, an_errname(rc));
+        cr_assert_eq(submit1(a, "ap-2"), 0);
+        cr_assert_eq(an_appender_close(a), 0);
+    }
+    cr_assert_eq(atomic_load(&k.ok), 6);
+    struct an_stream_info si;
+    cr_assert_eq(an_get_stream(h.client, "ap-2", NULL, &si, NULL), 0);
+    cr_assert_eq(si.event_count, 6);
     an_close(c);
 }
