@@ -73,6 +73,7 @@ struct an__lease {
 #define AN__M_READ_STREAM "/annals.v1.Queries/ReadStream"
 #define AN__M_READ_ALL "/annals.v1.Queries/ReadAll"
 #define AN__M_GET_STREAM "/annals.v1.Queries/GetStream"
+#define AN__M_SUBSCRIBE "/annals.v1.Queries/Subscribe"
 #define AN__M_HEALTH_CHECK "/grpc.health.v1.Health/Check"
 
 /* ---- errors ---- */

@@ -21,7 +21,7 @@
  * rejects where a value is required).
  *
  * Threads: an an_client may be used by any number of threads at once. An
- * an_iter or an an_appender belongs to one thread at a time.
+ * an_iter, an an_appender or an an_sub belongs to one thread at a time.
  *
  * Ownership: everything passed in is borrowed for the duration of the call
  * (for an_appender_submit: until the call returns; the request is packed
@@ -42,6 +42,7 @@
 typedef struct an_client an_client;
 typedef struct an_iter an_iter;
 typedef struct an_appender an_appender;
+typedef struct an_sub an_sub;
 
 /* ---- errors ---- */
 
@@ -399,6 +400,103 @@ struct an_stream_info {
  */
 int an_get_stream(an_client *c, const char *stream, const struct an_as_of *as_of,
                   struct an_stream_info *out, struct an_error *err);
+
+/* ---- subscribing (Queries.Subscribe) ---- */
+
+/*
+ * What to subscribe to. All-zero (with stream NULL) is every event from
+ * the first. The server rejects, with AN_EINVAL, a stream together with a
+ * filter or from_position, from_version without a stream, and from_end
+ * with a non-zero from_position or from_version.
+ *
+ * Resuming: an all-streams subscription resumes exactly after what it
+ * delivered with from_position = an_sub_checkpoint() + 1 (and the same
+ * filter); a single-stream one with from_version = the last event's
+ * stream_version + 1.
+ */
+struct an_subscribe_opts {
+    const char *stream;         /* NULL or "": all streams */
+    uint64_t from_position;     /* all streams: first position (inclusive); 0 and 1: the first */
+    uint64_t from_version;      /* one stream: first version (inclusive, 0-based); a
+                                 * stream not yet written is waited for */
+    bool from_end;              /* only events committed after the subscription starts */
+    const char *const *stream_prefixes; /* all streams: any of these prefixes ... */
+    size_t n_stream_prefixes;
+    const char *const *event_types;     /* ... and any of these types (none: all) */
+    size_t n_event_types;
+};
+
+/* What an_sub_next hands out. */
+enum an_sub_kind {
+    AN_SUB_EVENT = 1,           /* an event */
+    AN_SUB_CAUGHT_UP = 2,       /* the stored history has been delivered (once) */
+    AN_SUB_CHECKPOINT = 3,      /* no event, but the server has looked this far */
+};
+
+/* an_sub_next: the distinct return for "nothing yet, still subscribed". */
+#define AN_SUB_TIMEOUT 0
+
+struct an_sub_item {
+    enum an_sub_kind kind;
+    const Annals__V1__RecordedEvent *event; /* AN_SUB_EVENT, else NULL; owned by the
+                                             * an_sub, valid until the next an_sub_next
+                                             * or an_sub_close */
+    uint64_t checkpoint;        /* an_sub_checkpoint() after this item */
+};
+
+/*
+ * an_subscribe - starts Queries.Subscribe and returns the subscription
+ * (caller owns; an_sub_close). The request is sent before return; the
+ * server's refusals arrive through an_sub_next: AN_EINVAL (a bad mix of
+ * options, detail names it), AN_EBUSY (the server's --max-subscriptions is
+ * reached: RESOURCE_EXHAUSTED). Returns 0, AN_EINVAL (NULL c, o or out, a
+ * NULL filter array or entry), AN_ECIRCUIT / AN_EUNAVAIL (no endpoint
+ * admits a call, as for unary calls: nothing sent), AN_ENOMEM,
+ * AN_EINTERNAL. *out on success only.
+ *
+ * A subscription has no deadline: it runs until an_sub_close, or until
+ * the server or the connection ends it (the server's shutdown:
+ * AN_EUNAVAIL). It is never retried or reconnected by libannals, because
+ * where to resume is the caller's decision (its own stored checkpoint,
+ * maybe on another endpoint): after an error, subscribe again from
+ * an_sub_checkpoint() + 1. The endpoint is taken as for a read (breaker:
+ * the first message counts as a success; a failed or cut-off call, as a
+ * failure).
+ */
+int an_subscribe(an_client *c, const struct an_subscribe_opts *o, an_sub **out);
+
+/*
+ * an_sub_next - the next item, waiting at most timeout_ms for it (< 0:
+ * without limit; 0: only what has arrived). Returns 1 with *out filled:
+ * the events in global_position order, each selected event exactly once
+ * (history, then live, with no gap or repeat between them), and, once, a
+ * AN_SUB_CAUGHT_UP item when the history has been delivered (at once for
+ * from_end); while live with a filter that selects little, AN_SUB_CHECKPOINT
+ * items say how far the server has looked. Returns AN_SUB_TIMEOUT (0) when
+ * nothing came within timeout_ms: the subscription goes on, call again.
+ * Returns a negative code when the subscription is over (err filled,
+ * optional), and the same code on every later call: AN_EINVAL, AN_EBUSY,
+ * AN_EUNAVAIL (server shutdown, connection lost), AN_ECANCELLED,
+ * AN_EINTERNAL (also a server ending it with OK, which annalsd never
+ * does), ...
+ *
+ * Flow control: the server sends a message only after the previous one
+ * was received, and a caller that stops calling holds it back (it keeps
+ * reading from disk later; nothing queues up). The timeout is the caller's
+ * idle wait; a server that is stopped (not dead) shows as timeouts.
+ */
+int an_sub_next(an_sub *s, int timeout_ms, struct an_sub_item *out, struct an_error *err);
+
+/*
+ * an_sub_checkpoint - a global position up to which every selected event
+ * has been handed out by an_sub_next (0: none yet). It never decreases.
+ * For an all-streams subscription, resume with from_position = this + 1.
+ */
+uint64_t an_sub_checkpoint(const an_sub *s);
+
+/* an_sub_close - cancels the call (the server frees its side at once) and
+ * frees the subscription. NULL ok. */
+void an_sub_close(an_sub *s);
 
 /*
  * an_health - grpc.health.v1.Health/Check for the whole server: *serving
