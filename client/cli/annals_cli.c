@@ -68,6 +68,8 @@ static const struct cli_flag_def cli_flags[CLI_F_COUNT] = {
                      "or @UNIX_NANOS"},
     [CLI_F_TOMBSTONE] = {"tombstone", CLI_BOOL, NULL,
                          "delete for good: the stream can never be written again"},
+    [CLI_F_FROM_END] = {"from-end", CLI_BOOL, NULL, "only events committed from now on"},
+    [CLI_F_MAX_EVENTS] = {"count", CLI_VALUE, "N", "exit after N events"},
 };
 
 /* ---- the command table ---- */
@@ -126,6 +128,19 @@ static const struct cli_cmd_def cli_cmds[] = {
      "first 16 MiB are checked before anything is sent: a bad line there is\n"
      "named and nothing is sent; a bad line further on stops the import there\n"
      "(the lines before it are stored). Progress goes to stderr."},
+    {"subscribe", cli__cmd_subscribe, 0, 1,
+     CLI_BIT(CLI_F_SERVER) | CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP) | CLI_BIT(CLI_F_FROM) |
+         CLI_BIT(CLI_F_FROM_END) | CLI_BIT(CLI_F_PREFIX) | CLI_BIT(CLI_F_TYPE) |
+         CLI_BIT(CLI_F_MAX_EVENTS),
+     "[STREAM]",
+     "Prints events as they commit, one per line, like tail -f: the stored\n"
+     "history first (all streams from --from POSITION, or STREAM from --from\n"
+     "VERSION), then live events, until SIGINT/SIGTERM (exit 0) or --count.\n"
+     "Each event exactly once, in log order. 'caught up at #P' (once, when\n"
+     "the history is delivered) and 'checkpoint #P' (every selected event up\n"
+     "to P delivered) go to stderr; with --json they are JSON lines on stdout,\n"
+     "{\"caught_up\":true,\"checkpoint\":P} and {\"checkpoint\":P}, in order with\n"
+     "the events. Resume all streams with --from P+1."},
 };
 
 #define CLI_N_CMDS (sizeof(cli_cmds) / sizeof(cli_cmds[0]))

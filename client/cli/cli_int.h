@@ -5,7 +5,8 @@
  * line (one flag table, from which --help is generated) and dispatches;
  * cli_fmt.c turns values into text and back (times, UUIDs, events as
  * human lines or JSON objects); cli_cmds.c holds the simple subcommands;
- * cli_import.c the bulk import over the pipelined appender.
+ * cli_import.c the bulk import over the pipelined appender; cli_sub.c
+ * the subscription that prints events as they commit.
  *
  * A subcommand returns a process exit status, not an AN_E* code: that is
  * what it hands to main(), and two different AN_EINVALs (a bad flag, or the
@@ -50,6 +51,8 @@ enum cli_flag {
     CLI_F_TYPE,
     CLI_F_AS_OF,
     CLI_F_TOMBSTONE,
+    CLI_F_FROM_END,
+    CLI_F_MAX_EVENTS,
     CLI_F_COUNT
 };
 
@@ -128,5 +131,6 @@ int cli__cmd_stream(const struct cli_args *a);
 int cli__cmd_delete(const struct cli_args *a);
 int cli__cmd_health(const struct cli_args *a);
 int cli__cmd_import(const struct cli_args *a);
+int cli__cmd_subscribe(const struct cli_args *a);
 
 #endif /* CLI_INT_H */
