@@ -174,7 +174,9 @@ static int view_cmp(const MDB_val *a, const MDB_val *b)
 void proj__vkey(uint8_t *out, const void *key, size_t len, uint64_t pos)
 {
     assert(len <= PROJ_KEY_MAX);
-    memcpy(out, key, len);
+    if (len) {
+        memcpy(out, key, len); /* key may be NULL when len is 0 */
+    }
     proj__be64_put(out + len, pos);
 }
 
@@ -427,7 +429,7 @@ void proj_entry_free(Annals__V1__ViewEntry *e)
 /* key order as view_cmp has it, on bare keys */
 static int key_cmp(const void *a, size_t la, const void *b, size_t lb)
 {
-    int c = memcmp(a, b, la < lb ? la : lb);
+    int c = la && lb ? memcmp(a, b, la < lb ? la : lb) : 0;
     return c ? c : (la > lb) - (la < lb);
 }
 
@@ -440,6 +442,7 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
     uint64_t ckpt;
     uint8_t kb[PROJ_KEY_MAX + 8];
     char key[PROJ_KEY_MAX + 1];
+    const char *prefix = q->prefix ? q->prefix : "";
     size_t plen = q->prefix ? q->prefix_len : 0;
     bool more = false;
     uint32_t n = 0;
@@ -454,7 +457,7 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
         goto out_done; /* no key can have it */
     }
     /* the first candidate: the first key >= prefix, or > start_after */
-    if (q->start_after && key_cmp(q->start_after, q->start_after_len, q->prefix, plen) >= 0) {
+    if (q->start_after && key_cmp(q->start_after, q->start_after_len, prefix, plen) >= 0) {
         if (q->start_after_len > PROJ_KEY_MAX) {
             /* longer than any key: compare its first PROJ_KEY_MAX bytes */
             proj__vkey(kb, q->start_after, PROJ_KEY_MAX, UINT64_MAX);
@@ -464,7 +467,7 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
             k = (MDB_val){.mv_size = q->start_after_len + 8, .mv_data = kb};
         }
     } else {
-        proj__vkey(kb, q->prefix, plen, 0);
+        proj__vkey(kb, prefix, plen, 0);
         k = (MDB_val){.mv_size = plen + 8, .mv_data = kb};
     }
     rc = mdb_cursor_get(c, &k, &val, MDB_SET_RANGE);
@@ -474,7 +477,7 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
             goto out_abort;
         }
         size_t kl = k.mv_size - 8;
-        if (kl < plen || memcmp(k.mv_data, q->prefix, plen) != 0) {
+        if (kl < plen || memcmp(k.mv_data, prefix, plen) != 0) {
             break;
         }
         memcpy(key, k.mv_data, kl);
