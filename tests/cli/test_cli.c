@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -732,5 +733,202 @@ Test(cli, import_from_stdin_bad_line_in_window_sends_nothing_past_it_stops_there
     r = RUN("read-all");
     expect_ok(&r);
     cr_assert_eq(count_lines(r.out), 3, "got: %s", r.out);
+    run_free(&r);
+}
+
+/* ---- subscribe ---- */
+
+/* Starts the CLI (with --server) in the background, output to bg.out and
+ * bg.err in the test dir (RUN uses cli.out); run_wait collects it. */
+static pid_t run_start(const char *const *args)
+{
+    const char *argv[64];
+    char out_path[300];
+    char err_path[300];
+    int n = 0;
+
+    snprintf(out_path, sizeof(out_path), "%s/bg.out", h.dir);
+    snprintf(err_path, sizeof(err_path), "%s/bg.err", h.dir);
+    argv[n++] = cli_path();
+    for (int i = 0; args[i] && n < 60; i++) {
+        argv[n++] = args[i];
+    }
+    argv[n++] = "--server";
+    argv[n++] = h.addr;
+    argv[n] = NULL;
+    /* No output of an earlier run may be taken for this one's. */
+    unlink(out_path);
+    unlink(err_path);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (in < 0 || out < 0 || err < 0) _exit(126);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(err, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits (at most limit_ms, then SIGKILL and fail) for the CLI to exit. */
+static struct run run_wait(pid_t pid, int limit_ms)
+{
+    char path[300];
+    struct run r = {0};
+    int status = 0;
+
+    for (int waited = 0; waitpid(pid, &status, WNOHANG) != pid; waited += 10) {
+        if (waited > limit_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            cr_assert_fail("the CLI did not exit within %d ms", limit_ms);
+        }
+        usleep(10000);
+    }
+    r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    snprintf(path, sizeof(path), "%s/bg.out", h.dir);
+    r.out = slurp(path);
+    snprintf(path, sizeof(path), "%s/bg.err", h.dir);
+    r.err = slurp(path);
+    return r;
+}
+
+/* Waits until the running CLI's file (bg.out or bg.err) contains s. */
+static void wait_for_output(const char *file, const char *s, int limit_ms)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/%s", h.dir, file);
+    for (int waited = 0;; waited += 20) {
+        if (access(path, R_OK) == 0) { /* the child may not have made it yet */
+            char *text = slurp(path);
+            bool found = strstr(text, s) != NULL;
+            free(text);
+            if (found) return;
+        }
+        cr_assert_lt(waited, limit_ms, "no '%s' in %s within %d ms", s, file, limit_ms);
+        usleep(20000);
+    }
+}
+
+Test(cli, subscribe_count_prints_history_then_live_events)
+{
+    append("sub-1", "T0", "{\"i\":1}");
+    append("sub-2", "T1", "{\"i\":2}");
+    append("sub-1", "T0", "{\"i\":3}");
+
+    struct run r = RUN("subscribe", "--count", "3");
+    expect_ok(&r);
+    cr_assert_eq(count_lines(r.out), 3, "got: %s", r.out);
+    cr_assert(strncmp(r.out, "#1 sub-1@0 T0 ", 14) == 0, "got: %s", r.out);
+    cr_assert_not_null(strstr(r.out, "#3 sub-1@1 T0 "), "got: %s", r.out);
+    run_free(&r);
+
+    r = RUN("subscribe", "sub-1", "--from", "1", "--count", "1", "--json");
+    expect_ok(&r);
+    json_t *o = json_line(r.out, 0);
+    cr_assert_eq(jint(o, "version"), 1);
+    cr_assert_eq(jint(json_object_get(o, "data"), "i"), 3);
+    json_decref(o);
+    run_free(&r);
+
+    /* Live: 3 stored, then caught up, then 2 that commit while it runs. */
+    pid_t pid = run_start((const char *const[]){"subscribe", "--prefix", "sub-", "--json",
+                                                "--count", "5", NULL});
+    wait_for_output("bg.out", "\"caught_up\":true", 10000);
+    append("sub-3", "T0", "{\"i\":4}");
+    append("other", "T0", "{\"i\":5}");
+    append("sub-1", "T1", "{\"i\":6}");
+    r = run_wait(pid, 10000);
+    expect_ok(&r);
+    cr_assert_eq(count_lines(r.out), 6, "got: %s", r.out);
+    o = json_line(r.out, 3);
+    cr_assert(json_is_true(json_object_get(o, "caught_up")), "line 4: %s", r.out);
+    cr_assert_eq(jint(o, "checkpoint"), 3);
+    cr_assert_null(json_object_get(o, "stream"));
+    json_decref(o);
+    o = json_line(r.out, 5);
+    cr_assert_eq(jint(o, "position"), 6, "the other stream was filtered out");
+    cr_assert_str_eq(jstr(o, "stream"), "sub-1");
+    json_decref(o);
+    run_free(&r);
+}
+
+Test(cli, subscribe_ends_cleanly_on_sigint_and_sigterm)
+{
+    append("sig-1", "T0", "{}");
+    int sigs[] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = run_start((const char *const[]){"subscribe", NULL});
+        wait_for_output("bg.err", "caught up at #1", 10000);
+        cr_assert_eq(kill(pid, sigs[i]), 0);
+        struct run r = run_wait(pid, 5000);
+        expect_ok(&r);
+        cr_assert_eq(count_lines(r.out), 1, "got: %s", r.out);
+        cr_assert(strncmp(r.out, "#1 sig-1@0 T0 ", 14) == 0, "got: %s", r.out);
+        run_free(&r);
+    }
+}
+
+Test(cli, subscribe_usage_errors_and_a_refused_request)
+{
+    struct run r = RUN("subscribe", "--from", "3", "--from-end");
+    cr_assert_eq(r.status, 2, "exit %d", r.status);
+    run_free(&r);
+    r = RUN("subscribe", "s", "--prefix", "x");
+    cr_assert_eq(r.status, 2);
+    cr_assert_not_null(strstr(r.err, "--prefix"), "stderr: %s", r.err);
+    run_free(&r);
+    r = RUN("subscribe", "--count", "0");
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    /* The server judges from_end with a version. */
+    r = RUN("subscribe", "s", "--from", "2", "--from-end");
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    r = RUN("subscribe", "--help");
+    expect_ok(&r);
+    cr_assert_not_null(strstr(r.out, "--from-end"), "help: %s", r.out);
+    run_free(&r);
+}
+
+Test(cli, subscribe_ends_quietly_when_its_reader_goes_away)
+{
+    int fds[2];
+    char err_path[300];
+    append("ep-1", "T0", "{}");
+    snprintf(err_path, sizeof(err_path), "%s/bg.out", h.dir);
+    write_file(err_path, ""); /* stdout is the pipe; run_wait reads this */
+    snprintf(err_path, sizeof(err_path), "%s/bg.err", h.dir);
+    cr_assert_eq(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (err < 0) _exit(126);
+        dup2(fds[1], 1);
+        dup2(err, 2);
+        close(fds[0]);
+        execl(cli_path(), cli_path(), "subscribe", "--server", h.addr, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char buf[256];
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1); /* the first event: like head -1 */
+    cr_assert_gt(n, 0);
+    buf[n] = '\0';
+    cr_assert(strncmp(buf, "#1 ep-1@0", 9) == 0, "got: %s", buf);
+    close(fds[0]);
+    /* The next event finds the pipe closed. */
+    append("ep-1", "T0", "{}");
+    struct run r = run_wait(pid, 10000);
+    cr_assert_eq(r.status, 0, "exit %d; stderr: %s", r.status, r.err);
+    cr_assert_null(strstr(r.err, "writing"), "stderr: %s", r.err);
     run_free(&r);
 }
