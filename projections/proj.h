@@ -232,8 +232,12 @@ struct proj_read {
  *       content_type PROJ_CONTENT_TYPE when found.
  * Returns 0, AN_ENOTFOUND (no such view), AN_EPRECOND (as_of on a
  * latest_only view: FAILED_PRECONDITION), AN_EDEADLINE (the checkpoint did
- * not reach as_of / min_position in time), AN_EUNAVAIL (closing), AN_EIO,
- * AN_ECORRUPT, AN_ENOMEM. Any thread; may block until the deadline.
+ * not reach as_of / min_position in time), AN_EUNAVAIL (closing, or the
+ * view could not be opened at start: FAULTED), AN_EBUSY (the view env's
+ * 1024 reader slots are all in use), AN_EIO, AN_ECORRUPT, AN_ENOMEM.
+ * Any thread; may block until the deadline. An as_of or min_position past
+ * the log's head waits for it as the contract says: resolve instants with
+ * log_time_to_position (never past the head) before calling.
  */
 int proj_get(proj_mgr *mgr, const char *view, const char *key, size_t key_len,
              const struct proj_read *q, Annals__V1__ViewEntry **out);

@@ -359,13 +359,16 @@ static int fold_count(struct fold *f)
             n = snprintf(val, sizeof(val), "{\"count\":%lld,\"sum\":%lld}", (long long)count,
                          (long long)si);
         } else {
-            json_t *s = json_real((psum ? json_number_value(psum) : 0.0) +
-                                  (json_is_number(add) ? json_number_value(add) : 0.0));
+            double ps = psum ? json_number_value(psum) : 0.0;
+            json_t *s = json_real(ps + (json_is_number(add) ? json_number_value(add) : 0.0));
+            if (!s) {
+                s = json_real(ps); /* the sum would overflow to inf: adds nothing */
+            }
             size_t sl = s ? json_dumpb(s, val + 64, 63, JSON_ENCODE_ANY) : 0;
             json_decref(s);
             if (sl == 0 || sl > 63) {
                 json_decref(prev);
-                return 0; /* inf or NaN cannot be JSON: skipped */
+                return AN_ENOMEM;
             }
             val[64 + sl] = '\0';
             char num[64];
@@ -719,6 +722,9 @@ static void *worker_main(void *arg)
             }
         }
         if (next && f->rd) {
+            if (clock.view != next) {
+                progress(f, &clock, next, h0, false); /* "rebuild started" */
+            }
             rc = apply_batch(f, next, &head, &m);
             moved |= m;
             if (rc) {
