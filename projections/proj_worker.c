@@ -36,6 +36,21 @@
 #define PROJ__BATCH_DEFAULT 4096u
 #define PROJ__PROGRESS_NS 1000000000ll
 
+/*
+ * STREAM_STATE keeps the documents it wrote last in a small direct-mapped
+ * cache, so consecutive events of one stream skip the seek and the parse
+ * of the value they replace. It lives for one batch (one write txn): it is
+ * emptied when the batch commits or aborts.
+ */
+#define PROJ__CACHE_SLOTS 64u
+
+struct state_slot {
+    json_t *doc;              /* owned; NULL: empty */
+    uint64_t pos;             /* the position of the version doc is */
+    size_t klen;
+    char key[PROJ_KEY_MAX];
+};
+
 struct fold {
     struct proj *p;
     proj_mgr *mgr;
@@ -48,6 +63,7 @@ struct fold {
     /* values are dumped here */
     char *vbuf;
     size_t vbuf_cap;
+    struct state_slot *cache; /* PROJ__CACHE_SLOTS; NULL: none (no memory) */
     /* the batch in progress */
     struct proj_view *v;
     MDB_txn *txn;
@@ -231,20 +247,49 @@ static json_t *merge_patch(json_t *target, json_t *patch)
     return target;
 }
 
+static uint32_t key_hash(const char *k, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (uint8_t)k[i]) * 16777619u;
+    }
+    return h;
+}
+
+/* Empties the STREAM_STATE cache (at the end of every batch). */
+static void cache_drop(struct fold *f)
+{
+    for (size_t i = 0; f->cache && i < PROJ__CACHE_SLOTS; i++) {
+        json_decref(f->cache[i].doc);
+        f->cache[i].doc = NULL;
+    }
+}
+
 static int fold_stream_state(struct fold *f)
 {
     const struct log_event *ev = f->ev;
     json_t *patch;
-    json_t *prev;
+    json_t *prev = NULL;
     uint64_t prev_pos;
     size_t len;
     int rc = event_doc(f, &patch);
     if (rc || !json_is_object(patch) || ev->stream_len > PROJ_KEY_MAX) {
         return rc; /* not a JSON object: skipped */
     }
-    rc = prev_value(f, ev->stream, ev->stream_len, &prev, &prev_pos);
-    if (rc) {
-        return rc;
+    struct state_slot *slot = NULL;
+    if (f->cache) {
+        slot = &f->cache[key_hash(ev->stream, ev->stream_len) % PROJ__CACHE_SLOTS];
+    }
+    if (slot && slot->doc && slot->klen == ev->stream_len &&
+        !memcmp(slot->key, ev->stream, slot->klen)) {
+        prev = slot->doc; /* taken over: merge_patch edits it in place */
+        slot->doc = NULL;
+        prev_pos = slot->pos;
+    } else {
+        rc = prev_value(f, ev->stream, ev->stream_len, &prev, &prev_pos);
+        if (rc) {
+            return rc;
+        }
     }
     json_t *next = merge_patch(prev, patch);
     if (!next) {
@@ -252,7 +297,15 @@ static int fold_stream_state(struct fold *f)
     }
     rc = dump(f, next, &len) ? put_version(f, ev->stream, ev->stream_len, prev_pos, f->vbuf, len)
                              : 0;
-    json_decref(next);
+    if (!rc && slot) {
+        json_decref(slot->doc);
+        slot->doc = next;
+        slot->pos = ev->position;
+        slot->klen = ev->stream_len;
+        memcpy(slot->key, ev->stream, ev->stream_len);
+    } else {
+        json_decref(next);
+    }
     return rc;
 }
 
@@ -569,6 +622,7 @@ static int apply_batch(struct fold *f, struct proj_view *v, uint64_t *head_out, 
             rc = proj__from_mdb(mrc, "view commit", f->detail);
         }
     }
+    cache_drop(f);
     if (f->txn) {
         mdb_txn_abort(f->txn); /* closes the cursor too (write txn) */
     }
@@ -697,6 +751,9 @@ static void *worker_main(void *arg)
     f->p = p;
     f->mgr = mgr;
     f->alloc = (ProtobufCAllocator){arena_alloc, arena_free, f};
+    if (p->cd.kind == ANNALS__V1__PROJECTION_KIND__STREAM_STATE) {
+        f->cache = calloc(PROJ__CACHE_SLOTS, sizeof(*f->cache));
+    }
     rc = log_reader_open(mgr->log, &f->rd);
     if (rc) {
         proj__detail(f->detail, "cannot open a log reader");
@@ -754,6 +811,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&mgr->wake_mu);
     }
     log_reader_close(f->rd);
+    cache_drop(f);
+    free(f->cache);
     free(f->arena);
     free(f->vbuf);
     free(f);
