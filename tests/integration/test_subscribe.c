@@ -235,6 +235,16 @@ static void consume_until_caught_up(struct consumer *k, int limit_ms)
     }
 }
 
+/* Takes items until caught up or ended (fails the test after limit_ms). */
+static void settle(struct consumer *k, int limit_ms)
+{
+    int64_t until = now_ms() + limit_ms;
+    while (!k->caught_up && !k->rc) {
+        consume(k, 20, SIZE_MAX);
+        cr_assert_lt(now_ms(), until, "neither caught up nor ended after %d ms", limit_ms);
+    }
+}
+
 static void consumer_close(struct consumer *k)
 {
     an_sub_close(k->s);
@@ -593,7 +603,7 @@ Test(subscribe, limit_gives_resource_exhausted_and_closing_frees_the_slots)
             int64_t until = now_ms() + 3000;
             for (;;) {
                 consumer_open(h.client, &o, &k[i]);
-                consume(&k[i], 2000, SIZE_MAX);
+                settle(&k[i], 5000);
                 if (k[i].caught_up || round == 0 || now_ms() > until) break;
                 cr_assert_eq(k[i].rc, AN_EBUSY);
                 consumer_close(&k[i]);
@@ -605,7 +615,7 @@ Test(subscribe, limit_gives_resource_exhausted_and_closing_frees_the_slots)
             cr_assert_eq(k[i].got.n, 3);
         }
         consumer_open(h.client, &o, &k[5]);
-        consume(&k[5], 5000, SIZE_MAX);
+        settle(&k[5], 5000);
         cr_assert_eq(k[5].rc, AN_EBUSY, "6th: %s", an_errname(k[5].rc));
         cr_assert_eq(k[5].err.grpc_status, 8 /* RESOURCE_EXHAUSTED */);
         cr_assert_not_null(strstr(k[5].err.detail, "--max-subscriptions"), "detail: %s",
@@ -629,8 +639,8 @@ Test(subscribe, from_end_gets_only_what_commits_afterwards)
 
     consumer_open(h.client, &o_all, &all);
     consumer_open(h.client, &o_one, &one);
-    consume(&all, 5000, SIZE_MAX);
-    consume(&one, 5000, SIZE_MAX);
+    settle(&all, 5000);
+    settle(&one, 5000);
     cr_assert_eq(all.caught_up, 1, "caught up at once");
     cr_assert_eq(one.caught_up, 1, "caught up at once");
     cr_assert_eq(all.got.n, 0);
@@ -667,7 +677,7 @@ Test(subscribe, single_stream_waits_for_it_survives_a_soft_delete_and_goes_on)
 
     /* Not written yet: waited for, not an error. */
     consumer_open(h.client, &o, &k);
-    consume(&k, 2000, SIZE_MAX);
+    settle(&k, 5000);
     cr_assert_eq(k.rc, 0, "%s", an_errname(k.rc));
     cr_assert_eq(k.caught_up, 1);
     append_n(h.client, "sd-1", "T0", 3, 1);
@@ -722,7 +732,7 @@ Test(subscribe, bad_mixes_of_options_get_invalid_argument)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct consumer k;
         consumer_open(h.client, &bad[i], &k);
-        consume(&k, 5000, SIZE_MAX);
+        settle(&k, 5000);
         cr_assert_eq(k.rc, AN_EINVAL, "request %zu: %s", i, an_errname(k.rc));
         cr_assert_eq(k.err.grpc_status, 3 /* INVALID_ARGUMENT */);
         cr_assert_neq(k.err.detail[0], '\0');
