@@ -402,3 +402,41 @@ Test(proj_rebuild, a_full_view_map_faults_and_a_restart_with_room_retries)
     proj_status_free(st);
     cr_assert_eq(count_view_dirs(), 1);
 }
+
+/* ---- view lifetime ---- */
+
+struct in_flight {
+    bool deleted_during;
+    bool dir_during;
+    int n;
+};
+
+static bool delete_mid_scan(void *arg, const Annals__V1__ViewEntry *e)
+{
+    struct in_flight *f = arg;
+    (void)e;
+    if (f->n++ == 0) {
+        /* the scan holds the view: Delete returns, the files stay until it ends */
+        f->deleted_during = proj_delete(pfx.mgr, "ct", NULL) == 0;
+        f->dir_during = dir_exists("ct.1");
+    }
+    return true;
+}
+
+Test(proj_rebuild, a_read_in_flight_keeps_a_deleted_view_until_it_ends)
+{
+    struct pdef p;
+    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
+    pfx_create(&p);
+    cr_assert_eq(append_typed(30), 0);
+    pfx_wait("ct", log_head(fx.env));
+    struct in_flight f = {0};
+    struct proj_scan q = {0};
+    cr_assert_eq(proj_scan(pfx.mgr, "ct", &q, delete_mid_scan, &f, NULL, NULL), 0);
+    cr_assert(f.deleted_during);
+    cr_assert(f.dir_during, "the view's files went while a scan was reading them");
+    cr_assert_eq(f.n, 3, "the scan saw %d of the 3 keys", f.n);
+    cr_assert_not(dir_exists("ct.1"), "the deleted view's files outlived the last reader");
+    Annals__V1__ViewEntry *e = NULL;
+    cr_assert_eq(pfx_get("ct", "t1", UINT64_MAX, &e), AN_ENOTFOUND);
+}
