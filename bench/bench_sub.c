@@ -449,7 +449,6 @@ static void run_latency(const char *base, size_t n_subs, int writers, double rat
         }
     }
     for (int k = 0; k < SUB_THREADS; k++) {
-        subs_close(&th[k]);
         for (size_t i = 0; i < th[k].n; i++) {
             if (th[k].subs[i].gap || th[k].subs[i].events != total) {
                 fprintf(stderr, "bench_sub: subscriber %zu: %llu events (want %llu), %s\n", i,
@@ -458,6 +457,7 @@ static void run_latency(const char *base, size_t n_subs, int writers, double rat
                 exit(1);
             }
         }
+        subs_close(&th[k]);
         bu_lat_merge(&dlat, &th[k].lat);
     }
     bu_server_stop(&s);

@@ -27,6 +27,34 @@ void bu_die(const char *prog, const char *what, int rc, const char *detail)
     exit(1);
 }
 
+/* Servers still running, killed at exit (a bench that dies mid-run must
+ * not leave an annalsd behind). */
+static pid_t running[8];
+
+static void kill_running(void)
+{
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
+        if (running[i] > 0) {
+            kill(running[i], SIGKILL);
+        }
+    }
+}
+
+static void track(pid_t pid, pid_t replace)
+{
+    static int registered;
+    if (!registered) {
+        atexit(kill_running);
+        registered = 1;
+    }
+    for (size_t i = 0; i < sizeof(running) / sizeof(running[0]); i++) {
+        if (running[i] == replace) {
+            running[i] = pid;
+            return;
+        }
+    }
+}
+
 static const char *annalsd_path(void)
 {
     const char *p = getenv("ANNALSD");
@@ -62,6 +90,7 @@ void bu_server_start(struct bu_server *s, const char *base, const char *const *e
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
+    track(s->pid, 0);
     for (int i = 0; i < 1000; i++) {
         FILE *f = fopen(log, "r");
         char line[2048];
@@ -108,6 +137,7 @@ double bu_server_stop(struct bu_server *s)
     double batch = 0;
     kill(s->pid, SIGTERM);
     waitpid(s->pid, NULL, 0);
+    track(0, s->pid);
     snprintf(log, sizeof(log), "%s/annalsd.log", s->dir);
     FILE *f = fopen(log, "r");
     while (f && fgets(line, sizeof(line), f)) {
