@@ -46,6 +46,11 @@
  * projection's checkpoint condition, holding no transaction. Every other
  * function may be called from any thread, concurrently.
  *
+ * Each worker holds one of the log's reader slots (log_cfg.max_readers)
+ * for its lifetime, and keeps it begun for one batch at a time (at most
+ * batch_events positions, a few ms), never across its view commit: a log
+ * map resize waits at most that long. Each view env has 1024 reader slots.
+ *
  * ---- Rebuild ----
  *
  * proj_rebuild() opens a fresh generation beside the current one; the worker
