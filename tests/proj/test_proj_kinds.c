@@ -21,7 +21,7 @@
 
 TestSuite(proj_kinds, .init = pfx_setup, .fini = pfx_teardown, .timeout = 90);
 
-#define N_DEFS 9
+#define N_DEFS 11
 static struct pdef defs[N_DEFS];
 
 static void make_defs(void)
@@ -40,6 +40,8 @@ static void make_defs(void)
     pdef_init(&defs[7], "sys", K_STREAMS, NULL, NULL, false);
     pdef_prefix(&defs[7], "$");
     pdef_init(&defs[8], "state-latest", K_STATE, NULL, NULL, true);
+    pdef_init(&defs[9], "index-latest", K_INDEX, "$category", NULL, true);
+    pdef_init(&defs[10], "count-latest", K_COUNT, "/owner/id", "/amount", true);
     for (int i = 0; i < N_DEFS; i++) {
         pfx_create(&defs[i]);
     }
@@ -306,4 +308,68 @@ Test(proj_kinds, scan_orders_keys_and_honours_prefix_start_after_and_limit)
     cr_assert_eq(pfx_get("streams", "a", 3, &e), 0);
     cr_assert_not(e->found);
     proj_entry_free(e);
+}
+
+static void expect_value(const char *view, const char *key, const char *want)
+{
+    Annals__V1__ViewEntry *e = NULL;
+    cr_assert_eq(pfx_get(view, key, UINT64_MAX, &e), 0);
+    if (!want) {
+        cr_assert_not(e->found, "%s[%s] has a value", view, key);
+    } else {
+        cr_assert(e->found, "%s[%s] not found", view, key);
+        json_t *got = json_loadb((const char *)e->value.data, e->value.len, 0, NULL);
+        json_t *exp = json_loads(want, 0, NULL);
+        cr_assert(json_equal(got, exp), "%s[%s] = %.*s, want %s", view, key,
+                  (int)e->value.len, (const char *)e->value.data, want);
+        json_decref(got);
+        json_decref(exp);
+    }
+    proj_entry_free(e);
+}
+
+Test(proj_kinds, pointer_escapes_array_indexes_sum_overflow_and_long_keys)
+{
+    struct pdef a;
+    struct pdef b;
+    struct pdef c;
+    pdef_init(&a, "esc", K_COUNT, "/a~1b/~0c", "/n", false);
+    pdef_init(&b, "arr", K_INDEX, "/items/1", NULL, false);
+    pdef_init(&c, "long", K_COUNT, "/k", NULL, false);
+    pfx_create(&a);
+    pfx_create(&b);
+    pfx_create(&c);
+    pfx_append("x-1", "T", "{\"a/b\": {\"~c\": \"K\"}, \"n\": 9000000000000000000}");
+    pfx_append("x-1", "T", "{\"a/b\": {\"~c\": \"K\"}, \"n\": 9000000000000000000}");
+    pfx_append("x-1", "T", "{\"a/b\": {\"~c\": \"K\"}, \"n\": \"nope\"}");
+    pfx_append("x-1", "T", "{\"ab\": {\"c\": \"K\"}}");
+    pfx_append("x-2", "T", "{\"items\": [\"zero\", \"one\"]}");
+    pfx_append("x-2", "T", "{\"items\": {\"1\": \"obj\"}}");
+    pfx_append("x-2", "T", "{\"items\": [\"zero\"]}");
+    pfx_append("x-2", "T", "{\"items\": [0, null]}");
+    char big[700];
+    int n = snprintf(big, sizeof(big), "{\"k\": \"");
+    memset(big + n, 'q', 600);
+    snprintf(big + n + 600, sizeof(big) - (size_t)n - 600, "\"}");
+    pfx_append("x-3", "T", big);
+    uint64_t last = pfx_append("x-3", "T", "{\"k\": 1.5}");
+    pfx_wait("esc", last);
+    pfx_wait("arr", last);
+    pfx_wait("long", last);
+    /* two integers past INT64_MAX together: the sum turns real; a string adds nothing */
+    expect_value("esc", "K", "{\"count\": 3, \"sum\": 1.8e19}");
+    expect_value("arr", "one", "{\"stream\": \"x-2\", \"version\": 0, \"position\": 5}");
+    expect_value("arr", "obj", "{\"stream\": \"x-2\", \"version\": 1, \"position\": 6}");
+    expect_value("arr", "zero", NULL);
+    json_t *all = pfx_scan_all("arr", UINT64_MAX);
+    cr_assert_eq(json_object_size(all), 2, "arr has keys for no value or null");
+    json_decref(all);
+    all = pfx_scan_all("long", UINT64_MAX);
+    cr_assert_eq(json_object_size(all), 1, "a key longer than PROJ_KEY_MAX was kept");
+    json_decref(all);
+    expect_value("long", "1.5", "{\"count\": 1}");
+    Annals__V1__ProjectionStatus *st = pfx_status("long");
+    cr_assert_eq(st->checkpoint, last);
+    cr_assert_eq(st->state, ANNALS__V1__PROJECTION_STATE__RUNNING);
+    proj_status_free(st);
 }
