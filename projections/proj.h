@@ -32,6 +32,12 @@
  *                 restart or kill -9 neither skips nor applies an event
  *                 twice: the worker goes on from checkpoint + 1.
  *
+ * Why generations (NAME.GEN) rather than DESIGN.md's NAME/ + NAME.next/:
+ * a swap is then one catalog commit and a pointer store, with no rename of
+ * a directory whose env queries in flight still have open; a crash at any
+ * point leaves the catalog naming complete envs only, and the rest is
+ * swept at the next proj_open().
+ *
  * Keys are at most PROJ_KEY_MAX bytes (LMDB's key limit minus the
  * position); an event whose key is longer does not fit and is skipped.
  *
@@ -131,7 +137,8 @@ struct proj_cfg {
  * @detail: if not NULL, receives a message on failure (PROJ_DETAIL_MAX).
  * Returns 0, AN_EINVAL (bad cfg), AN_EIO, AN_ECORRUPT (catalog unreadable),
  * AN_ENOMEM. A projection whose view cannot be opened does not fail the
- * manager: it is listed as FAULTED. Any thread.
+ * manager: it is listed as FAULTED. A catalog entry that does not decode
+ * is skipped and logged. Any thread; once per directory per process.
  */
 int proj_open(const struct proj_cfg *cfg, log_env *log, proj_mgr **out, char *detail);
 
