@@ -238,14 +238,31 @@ out_abort:
     return proj__from_mdb(rc, "catalog", detail);
 }
 
-/* Removes view directories that no catalog entry names. */
+/* Whether the catalog has an entry named [name, name+len) (loaded or not). */
+static bool cat_has(proj_mgr *mgr, MDB_txn *txn, const char *name, size_t len)
+{
+    MDB_val k = {.mv_size = len, .mv_data = (void *)name};
+    MDB_val v;
+    return txn && mdb_get(txn, mgr->dbi_defs, &k, &v) == 0;
+}
+
+/*
+ * Removes view directories that no catalog entry names, and the other
+ * generations of loaded projections. The views of an entry that did not
+ * load (undecodable) are kept for a human to look at.
+ */
 static void sweep_views(proj_mgr *mgr)
 {
     char path[4096];
+    MDB_txn *txn = NULL;
     snprintf(path, sizeof(path), "%s/views", mgr->dir);
     DIR *d = opendir(path);
     if (!d) {
         return;
+    }
+    if (mdb_txn_begin(mgr->cat, NULL, MDB_RDONLY, &txn) != 0) {
+        closedir(d);
+        return; /* sweeping is only tidying: skip it rather than guess */
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
@@ -255,12 +272,16 @@ static void sweep_views(proj_mgr *mgr)
         const char *dot = strrchr(de->d_name, '.');
         bool keep = false;
         if (dot) {
+            size_t nl = (size_t)(dot - de->d_name);
             unsigned long long gen = strtoull(dot + 1, NULL, 10);
+            bool loaded = false;
             for (struct proj *p = mgr->list; p && !keep; p = p->link) {
-                keep = strlen(p->name) == (size_t)(dot - de->d_name) &&
-                       !memcmp(p->name, de->d_name, (size_t)(dot - de->d_name)) &&
-                       (gen == p->gen_cur || (p->gen_next && gen == p->gen_next));
+                if (strlen(p->name) == nl && !memcmp(p->name, de->d_name, nl)) {
+                    loaded = true;
+                    keep = gen == p->gen_cur || (p->gen_next && gen == p->gen_next);
+                }
             }
+            keep = keep || (!loaded && cat_has(mgr, txn, de->d_name, nl));
         }
         if (!keep) {
             char sub[4096 + 256];
@@ -269,6 +290,7 @@ static void sweep_views(proj_mgr *mgr)
             proj__rm_rf(sub);
         }
     }
+    mdb_txn_abort(txn);
     closedir(d);
 }
 

@@ -7,6 +7,7 @@
 #include "proj_fixture.h"
 
 #include <criterion/criterion.h>
+#include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -311,4 +312,59 @@ Test(proj_def, close_wakes_waiters_with_unavailable)
     cr_assert_eq(w.rc, AN_EUNAVAIL, "%s", an_errname(w.rc));
     struct proj_cfg cfg = {0};
     pfx_open(&cfg);
+}
+
+static bool view_dir(const char *name)
+{
+    char path[256];
+    struct stat sb;
+    snprintf(path, sizeof(path), "%s/views/%s", pfx.dir, name);
+    return stat(path, &sb) == 0;
+}
+
+static void make_view_dir(const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/views/%s", pfx.dir, name);
+    cr_assert_eq(mkdir(path, 0755), 0);
+}
+
+Test(proj_def, open_sweeps_stale_views_and_skips_a_bad_catalog_entry)
+{
+    struct pdef p;
+    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
+    pfx_create(&p);
+    pfx_close();
+    /* debris of crashes: an unknown name, another generation of ct */
+    make_view_dir("ghost.3");
+    make_view_dir("ct.7");
+    /* an entry that does not decode, with its view */
+    char cat[256];
+    snprintf(cat, sizeof(cat), "%s/catalog", pfx.dir);
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    cr_assert_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 2);
+    cr_assert_eq(mdb_env_open(env, cat, 0, 0644), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "defs", 0, &dbi), 0);
+    MDB_val k = {.mv_size = 3, .mv_data = "bad"};
+    MDB_val v = {.mv_size = 20, .mv_data = "0123456789abcdef\xff\xff\xff\xff"};
+    cr_assert_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    make_view_dir("bad.1");
+
+    struct proj_cfg cfg = {0};
+    pfx_open(&cfg);
+    cr_assert_not(view_dir("ghost.3"));
+    cr_assert_not(view_dir("ct.7"));
+    cr_assert(view_dir("ct.1"));
+    cr_assert(view_dir("bad.1"), "the views of an entry that did not load were removed");
+    Annals__V1__ListProjectionsResponse *l = NULL;
+    cr_assert_eq(proj_list(pfx.mgr, &l), 0);
+    cr_assert_eq(l->n_projections, 1);
+    cr_assert_str_eq(l->projections[0]->definition->name, "ct");
+    proj_list_free(l);
 }
