@@ -122,6 +122,14 @@ struct proj_cfg {
     unsigned batch_events;        /* log positions per worker txn; 0: 4096 */
     proj_log_fn log;              /* NULL: silent */
     void *log_arg;
+    /* Called whenever a query that had to wait may now be answered: a
+     * checkpoint moved, a rebuilt view was swapped in, a projection was
+     * deleted. From a worker or an admin call, with no lock of this module
+     * held; must not block (e.g. bump a counter and signal). Lets a server
+     * park waiting queries instead of blocking a thread in proj_get. NULL:
+     * none. */
+    void (*on_advance)(void *arg);
+    void *advance_arg;
 };
 
 /* ---- the manager ---- */

@@ -35,6 +35,8 @@ int proj__rm_rf(const char *dir);
 void proj__say(proj_mgr *mgr, enum proj_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int64_t proj__now_ns(void);
+/* Tells the server that waiting queries may now be answered (on_advance). */
+void proj__advanced(proj_mgr *mgr);
 
 /* ---- a compiled definition (proj_def.c) ---- */
 
@@ -79,6 +81,14 @@ json_t *proj__pointer_get(json_t *doc, const char *ptr);
  * a query holds one while it reads. The last release closes the env, and
  * removes its directory if it was doomed (replaced or deleted).
  */
+#define PROJ__POOL 16u
+
+/* A read txn and its cursor, reset between uses. */
+struct proj__rtxn {
+    MDB_txn *txn;
+    MDB_cursor *c;
+};
+
 struct proj_view {
     MDB_env *env;
     MDB_dbi dbi_view;
@@ -88,6 +98,11 @@ struct proj_view {
     atomic_int refs;
     atomic_bool doomed;
     bool latest_only;
+    /* Reset read txns that queries renew instead of beginning new ones.
+     * Access to n_pool and pool is protected by pool_mu. */
+    pthread_mutex_t pool_mu;
+    unsigned n_pool;
+    struct proj__rtxn pool[PROJ__POOL];
     /* Access to these is protected by the owning proj's mu (the worker
      * writes them after each commit). */
     uint64_t checkpoint;

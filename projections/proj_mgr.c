@@ -733,6 +733,7 @@ static int delete_locked(proj_mgr *mgr, const char *name, char *detail)
     p->deleted = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    proj__advanced(mgr);
     /* queries in flight keep their view open; the last one removes it */
     if (cur) {
         atomic_store(&cur->doomed, true);

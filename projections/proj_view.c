@@ -137,6 +137,13 @@ void proj__say(proj_mgr *mgr, enum proj_log_level lvl, const char *fmt, ...)
     mgr->cfg.log(mgr->cfg.log_arg, lvl, line);
 }
 
+void proj__advanced(proj_mgr *mgr)
+{
+    if (mgr->cfg.on_advance) {
+        mgr->cfg.on_advance(mgr->cfg.advance_arg);
+    }
+}
+
 int64_t proj__now_ns(void)
 {
     struct timespec ts;
@@ -211,6 +218,12 @@ int proj__view_seek(MDB_cursor *c, const void *key, size_t len, uint64_t bound,
 }
 
 /* ---- life cycle ---- */
+
+static void rtxn_close(struct proj__rtxn *r)
+{
+    mdb_cursor_close(r->c);
+    mdb_txn_abort(r->txn);
+}
 
 static int read_meta_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
 {
@@ -317,6 +330,7 @@ int proj__view_open(proj_mgr *mgr, const char *name, uint64_t gen, bool latest_o
     if (rc) {
         goto out_close;
     }
+    pthread_mutex_init(&v->pool_mu, NULL);
     *out = v;
     return 0;
 
@@ -338,6 +352,10 @@ void proj__view_release(struct proj_view *v)
     if (!v || atomic_fetch_sub(&v->refs, 1) != 1) {
         return;
     }
+    for (unsigned i = 0; i < v->n_pool; i++) {
+        rtxn_close(&v->pool[i]);
+    }
+    pthread_mutex_destroy(&v->pool_mu);
     mdb_env_close(v->env);
     if (atomic_load(&v->doomed)) {
         proj__rm_rf(v->dir);
@@ -348,28 +366,64 @@ void proj__view_release(struct proj_view *v)
 
 /* ---- reading ---- */
 
-static int begin_read(struct proj_view *v, MDB_txn **txn, MDB_cursor **c, uint64_t *ckpt)
+/* A read txn on v's latest commit, from the pool or new; *ckpt its checkpoint. */
+static int begin_read(struct proj_view *v, struct proj__rtxn *r, uint64_t *ckpt)
 {
-    int rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, txn);
-    if (rc) {
-        return proj__from_mdb(rc, "view read", NULL);
+    bool pooled = false;
+    int rc;
+    pthread_mutex_lock(&v->pool_mu);
+    if (v->n_pool) {
+        *r = v->pool[--v->n_pool];
+        pooled = true;
     }
-    rc = read_meta_u64(*txn, v->dbi_meta, "checkpoint", ckpt);
-    if (!rc) {
-        rc = mdb_cursor_open(*txn, v->dbi_view, c);
+    pthread_mutex_unlock(&v->pool_mu);
+    if (pooled) {
+        rc = mdb_txn_renew(r->txn);
+        if (!rc) {
+            rc = mdb_cursor_renew(r->txn, r->c);
+        }
+        if (rc) {
+            rtxn_close(r);
+            return proj__from_mdb(rc, "view read", NULL);
+        }
+    } else {
+        rc = mdb_txn_begin(v->env, NULL, MDB_RDONLY, &r->txn);
+        if (rc) {
+            return proj__from_mdb(rc, "view read", NULL);
+        }
+        rc = mdb_cursor_open(r->txn, v->dbi_view, &r->c);
+        if (rc) {
+            mdb_txn_abort(r->txn);
+            return proj__from_mdb(rc, "view read", NULL);
+        }
     }
+    rc = read_meta_u64(r->txn, v->dbi_meta, "checkpoint", ckpt);
     if (rc) {
-        mdb_txn_abort(*txn);
+        rtxn_close(r);
         return proj__from_mdb(rc, "view read", NULL);
     }
     return 0;
 }
 
+/* Releases the snapshot and keeps the handles for the next query. */
+static void end_read(struct proj_view *v, struct proj__rtxn *r)
+{
+    mdb_txn_reset(r->txn);
+    pthread_mutex_lock(&v->pool_mu);
+    bool kept = v->n_pool < PROJ__POOL;
+    if (kept) {
+        v->pool[v->n_pool++] = *r;
+    }
+    pthread_mutex_unlock(&v->pool_mu);
+    if (!kept) {
+        rtxn_close(r);
+    }
+}
+
 int proj__view_get(struct proj_view *v, const char *key, size_t key_len, uint64_t bound,
                    Annals__V1__ViewEntry **out)
 {
-    MDB_txn *txn = NULL;
-    MDB_cursor *c = NULL;
+    struct proj__rtxn r;
     uint64_t ckpt;
     MDB_val val;
     uint64_t pos = 0;
@@ -385,17 +439,17 @@ int proj__view_get(struct proj_view *v, const char *key, size_t key_len, uint64_
     }
     memcpy(e->key, key, key_len);
     e->key[key_len] = '\0';
-    int rc = begin_read(v, &txn, &c, &ckpt);
+    int rc = begin_read(v, &r, &ckpt);
     if (rc) {
         goto out_free;
     }
-    rc = proj__view_seek(c, key, key_len, bound, &val, &pos);
+    rc = proj__view_seek(r.c, key, key_len, bound, &val, &pos);
     if (rc == 0 && val.mv_size > 0) {
         e->value.data = malloc(val.mv_size);
         e->content_type = strdup(PROJ_CONTENT_TYPE);
         if (!e->value.data || !e->content_type) {
             rc = AN_ENOMEM;
-            goto out_abort;
+            goto out_end;
         }
         memcpy(e->value.data, val.mv_data, val.mv_size);
         e->value.len = val.mv_size;
@@ -404,16 +458,14 @@ int proj__view_get(struct proj_view *v, const char *key, size_t key_len, uint64_
     } else if (rc == 0 || rc == AN_ENOTFOUND) {
         rc = 0; /* no value, or a deletion mark */
     } else {
-        goto out_abort;
+        goto out_end;
     }
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
+    end_read(v, &r);
     *out = e;
     return 0;
 
-out_abort:
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
+out_end:
+    end_read(v, &r);
 out_free:
     proj_entry_free(e);
     return rc;
@@ -437,8 +489,7 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
                     uint64_t as_of, proj_entry_fn fn, void *arg, uint64_t *at_out,
                     bool *more_out)
 {
-    MDB_txn *txn = NULL;
-    MDB_cursor *c = NULL;
+    struct proj__rtxn r;
     uint64_t ckpt;
     uint8_t kb[PROJ_KEY_MAX + 8];
     char key[PROJ_KEY_MAX + 1];
@@ -448,10 +499,11 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
     uint32_t n = 0;
     MDB_val k;
     MDB_val val;
-    int rc = begin_read(v, &txn, &c, &ckpt);
+    int rc = begin_read(v, &r, &ckpt);
     if (rc) {
         return rc;
     }
+    MDB_cursor *c = r.c;
     uint64_t bound = present ? ckpt : as_of;
     if (plen > PROJ_KEY_MAX) {
         goto out_done; /* no key can have it */
@@ -510,8 +562,7 @@ int proj__view_scan(struct proj_view *v, const struct proj_scan *q, bool present
         goto out_abort;
     }
 out_done:
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
+    end_read(v, &r);
     if (at_out) {
         *at_out = bound;
     }
@@ -521,7 +572,6 @@ out_done:
     return 0;
 
 out_abort:
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
+    end_read(v, &r);
     return rc;
 }

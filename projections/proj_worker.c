@@ -639,6 +639,7 @@ static int apply_batch(struct fold *f, struct proj_view *v, uint64_t *head_out, 
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         *moved = true;
+        proj__advanced(f->mgr);
     }
     return 0;
 }
@@ -690,6 +691,7 @@ static int swap_in(struct fold *f, struct proj_view *next)
     p->error[0] = '\0';
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    proj__advanced(f->mgr);
     if (old) {
         /* queries in flight keep it open; the last one removes the files */
         atomic_store(&old->doomed, true);
