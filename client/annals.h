@@ -16,6 +16,9 @@
  * they may rightly run for long; instead each wait for the server is
  * bounded by the timeout (see an_iter_next, an_appender_open), and a
  * server silent for longer gets the call cancelled with AN_EDEADLINE.
+ * A subscription is the exception: silence is normal there, so each wait
+ * is bounded by the caller's timeout_ms instead (an_sub_next), and the call
+ * lives until it is closed.
  *
  * Strings: a NULL string in a request is sent as "" (which the server
  * rejects where a value is required).
@@ -178,8 +181,9 @@ struct an_client_opts {
  * that are up and whose breaker admits them; a thread checks
  * grpc.health.v1 on each endpoint every health_interval_ms and marks it up
  * or down (an_close stops it). When no endpoint qualifies, a call fails at
- * once: AN_EUNAVAIL when all are down, else AN_ECIRCUIT. An iterator or an
- * appender picks one endpoint when it opens and keeps it.
+ * once: AN_EUNAVAIL when all are down, else AN_ECIRCUIT. An iterator, an
+ * appender or a subscription picks one endpoint (the same way) when it
+ * opens and keeps it.
  */
 int an_connect(const char *target, const struct an_client_opts *opts, an_client **out);
 
