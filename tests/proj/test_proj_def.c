@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -367,4 +368,46 @@ Test(proj_def, open_sweeps_stale_views_and_skips_a_bad_catalog_entry)
     cr_assert_eq(l->n_projections, 1);
     cr_assert_str_eq(l->projections[0]->definition->name, "ct");
     proj_list_free(l);
+}
+
+static atomic_int advanced;
+
+static void on_advance(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&advanced, 1);
+}
+
+Test(proj_def, on_advance_is_called_when_waiting_queries_may_proceed)
+{
+    struct proj_cfg cfg = {.on_advance = on_advance};
+    pfx_close();
+    pfx_open(&cfg);
+    struct pdef p;
+    pdef_init(&p, "streams", K_STREAMS, NULL, NULL, false);
+    pfx_create(&p);
+    atomic_store(&advanced, 0);
+    uint64_t pos = pfx_append("acct-1", "Opened", "{}");
+    pfx_wait("streams", pos);
+    cr_assert_gt(atomic_load(&advanced), 0, "a checkpoint moved without on_advance");
+    /* a try that would wait: AN_EDEADLINE at once, for the server to park */
+    Annals__V1__ViewEntry *e = NULL;
+    struct proj_read q = {.min_position = pos + 1, .deadline_ns = proj_deadline_after(0)};
+    cr_assert_eq(proj_get(pfx.mgr, "streams", "acct-1", 6, &q, &e), AN_EDEADLINE);
+    int before = atomic_load(&advanced);
+    cr_assert_eq(proj_rebuild(pfx.mgr, "streams", NULL, NULL), 0);
+    Annals__V1__ProjectionStatus *st = NULL;
+    for (int i = 0; i < 500; i++) {
+        st = pfx_status("streams");
+        bool done = st->state != ANNALS__V1__PROJECTION_STATE__REBUILDING;
+        proj_status_free(st);
+        if (done) {
+            break;
+        }
+        usleep(10000);
+    }
+    cr_assert_gt(atomic_load(&advanced), before, "a swap without on_advance");
+    before = atomic_load(&advanced);
+    cr_assert_eq(proj_delete(pfx.mgr, "streams", NULL), 0);
+    cr_assert_gt(atomic_load(&advanced), before, "a delete without on_advance");
 }
