@@ -810,3 +810,32 @@ Test(subscribe, shutdown_ends_a_stalled_subscription_with_unavailable_too, .disa
     cr_assert_lt(stalled.got.n, 2016, "every event arrived: the test did not stall it");
     consumer_close(&stalled);
 }
+
+/* ---- the breaker ---- */
+
+Test(subscribe, a_cut_off_subscription_counts_for_the_breaker_and_open_fails_fast)
+{
+    struct an_client_opts co = {.timeout_ms = 2000, .max_retries = -1, .breaker_threshold = 1,
+                                .breaker_cooldown_ms = 60000};
+    an_client *c = NULL;
+    struct consumer k;
+    struct an_subscribe_opts o = {0};
+    cr_assert_eq(an_connect(h.addr, &co, &c), 0);
+    append_n(h.client, "br", "T0", 2, 2);
+    consumer_open(c, &o, &k);
+    consume_until_caught_up(&k, 10000);
+    cr_assert_eq(an_breaker_state(c, NULL), AN_BREAKER_CLOSED);
+
+    cr_assert_eq(h_stop(&h), 0);
+    consume(&k, 5000, SIZE_MAX); /* up to the end */
+    cr_assert_eq(k.rc, AN_EUNAVAIL, "got %s", an_errname(k.rc));
+    cr_assert_eq(an_breaker_state(c, NULL), AN_BREAKER_OPEN, "the cut-off did not count");
+    consumer_close(&k);
+
+    an_sub *s = NULL;
+    int64_t t = now_ms();
+    cr_assert_eq(an_subscribe(c, &o, &s), AN_ECIRCUIT);
+    cr_assert_null(s);
+    cr_assert_lt(now_ms() - t, 50);
+    an_close(c);
+}
