@@ -561,6 +561,33 @@ int proj_list(proj_mgr *mgr, Annals__V1__ListProjectionsResponse **out)
 
 /* ---- create, rebuild, delete ---- */
 
+/*
+ * A generation for a new view of `name`: above floor and above every
+ * NAME.GEN directory still on disk. A replaced or deleted generation stays
+ * on disk until its last reader ends, and its release removes the
+ * directory by name: a Create after a Delete must not reuse it.
+ * Under admin_mu.
+ */
+static uint64_t next_gen(proj_mgr *mgr, const char *name, uint64_t floor)
+{
+    char path[4096];
+    uint64_t max = floor;
+    size_t nl = strlen(name);
+    snprintf(path, sizeof(path), "%s/views", mgr->dir);
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (!strncmp(de->d_name, name, nl) && de->d_name[nl] == '.') {
+            uint64_t g = strtoull(de->d_name + nl + 1, NULL, 10);
+            max = g > max ? g : max;
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    return max + 1;
+}
+
 static int create_locked(proj_mgr *mgr, const Annals__V1__ProjectionDefinition *def,
                          struct proj **out, char *detail)
 {
@@ -594,12 +621,12 @@ static int create_locked(proj_mgr *mgr, const Annals__V1__ProjectionDefinition *
         free(packed);
         return rc;
     }
-    p->gen_cur = 1;
-    rc = cat_put(mgr, p->name, p->def_packed, p->def_len, 1, 0, detail);
+    p->gen_cur = next_gen(mgr, p->name, 0);
+    rc = cat_put(mgr, p->name, p->def_packed, p->def_len, p->gen_cur, 0, detail);
     if (rc) {
         goto out_release;
     }
-    rc = proj__view_open(mgr, p->name, 1, p->cd.latest_only, true, &p->cur, detail);
+    rc = proj__view_open(mgr, p->name, p->gen_cur, p->cd.latest_only, true, &p->cur, detail);
     if (rc) {
         p->cur = NULL;
         cat_del(mgr, p->name, NULL);
@@ -652,7 +679,7 @@ static int rebuild_locked(proj_mgr *mgr, struct proj *p, char *detail)
     struct proj_view *v = NULL;
     pthread_mutex_lock(&p->mu);
     bool running = p->next != NULL;
-    uint64_t gen = (p->gen_cur > p->gen_next ? p->gen_cur : p->gen_next) + 1;
+    uint64_t gen = next_gen(mgr, p->name, p->gen_cur > p->gen_next ? p->gen_cur : p->gen_next);
     pthread_mutex_unlock(&p->mu);
     if (running) {
         return 0;

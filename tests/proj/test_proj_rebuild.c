@@ -18,6 +18,7 @@
 
 #define K_STATE ANNALS__V1__PROJECTION_KIND__STREAM_STATE
 #define K_COUNT ANNALS__V1__PROJECTION_KIND__COUNT
+#define K_STREAMS ANNALS__V1__PROJECTION_KIND__STREAMS
 #define S_RUNNING ANNALS__V1__PROJECTION_STATE__RUNNING
 #define S_REBUILDING ANNALS__V1__PROJECTION_STATE__REBUILDING
 #define S_FAULTED ANNALS__V1__PROJECTION_STATE__FAULTED
@@ -408,6 +409,7 @@ Test(proj_rebuild, a_full_view_map_faults_and_a_restart_with_room_retries)
 struct in_flight {
     bool deleted_during;
     bool dir_during;
+    bool recreated;
     int n;
 };
 
@@ -419,6 +421,11 @@ static bool delete_mid_scan(void *arg, const Annals__V1__ViewEntry *e)
         /* the scan holds the view: Delete returns, the files stay until it ends */
         f->deleted_during = proj_delete(pfx.mgr, "ct", NULL) == 0;
         f->dir_during = dir_exists("ct.1");
+        /* and the name is taken again at once: its new view must not
+         * share a directory with the one still being read */
+        struct pdef p;
+        pdef_init(&p, "ct", K_STREAMS, NULL, NULL, false);
+        f->recreated = proj_create(pfx.mgr, &p.d, NULL, NULL) == 0;
     }
     return true;
 }
@@ -437,6 +444,20 @@ Test(proj_rebuild, a_read_in_flight_keeps_a_deleted_view_until_it_ends)
     cr_assert(f.dir_during, "the view's files went while a scan was reading them");
     cr_assert_eq(f.n, 3, "the scan saw %d of the 3 keys", f.n);
     cr_assert_not(dir_exists("ct.1"), "the deleted view's files outlived the last reader");
+    cr_assert(f.recreated);
+    cr_assert(dir_exists("ct.2"), "the new ct reused the generation being read");
+    /* the new ct (STREAMS) works on its own files */
+    pfx_wait("ct", log_head(fx.env));
     Annals__V1__ViewEntry *e = NULL;
-    cr_assert_eq(pfx_get("ct", "t1", UINT64_MAX, &e), AN_ENOTFOUND);
+    cr_assert_eq(pfx_get("ct", "s-1", UINT64_MAX, &e), 0);
+    cr_assert(e->found);
+    proj_entry_free(e);
+    cr_assert_eq(pfx_get("ct", "t1", UINT64_MAX, &e), 0);
+    cr_assert_not(e->found);
+    proj_entry_free(e);
+    pfx_close();
+    struct proj_cfg cfg = {0};
+    pfx_open(&cfg);
+    pfx_wait("ct", log_head(fx.env));
+    cr_assert_eq(count_view_dirs(), 1);
 }
