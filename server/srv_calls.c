@@ -9,7 +9,8 @@
  * room. Queries.ReadStream and ReadAll send batches of about 64 KiB made
  * of the stored wire bytes, one message in flight at a time: each send
  * completion reads the next batch in a fresh read snapshot bounded by the
- * position fixed when the call started. Queries.Subscribe is in srv_sub.c.
+ * position fixed when the call started. Queries.Subscribe is in srv_sub.c,
+ * Projections.* and Queries.GetView/ScanView in srv_proj.c.
  * GetStream and Health/Check answer at once.
  */
 #include "srv_int.h"
@@ -533,10 +534,22 @@ static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
         return &grpc__health__v1__health_check_request__descriptor;
     case SRV_M_SUBSCRIBE:
         return &annals__v1__subscribe_request__descriptor;
+    case SRV_M_GET_VIEW:
+        return &annals__v1__get_view_request__descriptor;
+    case SRV_M_SCAN_VIEW:
+        return &annals__v1__scan_view_request__descriptor;
+    case SRV_M_PROJ_CREATE:
+        return &annals__v1__projection_definition__descriptor;
+    case SRV_M_PROJ_LIST:
+        return &annals__v1__list_projections_request__descriptor;
+    case SRV_M_PROJ_GET:
+        return &annals__v1__get_projection_request__descriptor;
+    case SRV_M_PROJ_REBUILD:
+        return &annals__v1__rebuild_projection_request__descriptor;
+    case SRV_M_PROJ_DELETE:
+        return &annals__v1__delete_projection_request__descriptor;
     case SRV_M_APPEND_STREAM:
     case SRV_M_UNKNOWN:
-    case SRV_M_GET_VIEW:
-    case SRV_M_SCAN_VIEW:
         break;
     }
     return NULL;
@@ -545,9 +558,7 @@ static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
 void srv_on_new(struct srv_call *c)
 {
     switch (c->method) {
-    case SRV_M_UNKNOWN:
-    case SRV_M_GET_VIEW:
-    case SRV_M_SCAN_VIEW: {
+    case SRV_M_UNKNOWN: {
         char detail[300];
         char *m = grpc_slice_to_c_string(c->details.method);
         snprintf(detail, sizeof(detail), "method %.200s is not implemented", m);
@@ -570,6 +581,13 @@ void srv_on_new(struct srv_call *c)
     case SRV_M_READ_ALL:
     case SRV_M_GET_STREAM:
     case SRV_M_SUBSCRIBE:
+    case SRV_M_GET_VIEW:
+    case SRV_M_SCAN_VIEW:
+    case SRV_M_PROJ_CREATE:
+    case SRV_M_PROJ_LIST:
+    case SRV_M_PROJ_GET:
+    case SRV_M_PROJ_REBUILD:
+    case SRV_M_PROJ_DELETE:
     case SRV_M_HEALTH_CHECK:
         if (srv_recv(c)) {
             srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
@@ -621,10 +639,19 @@ void srv_on_read(struct srv_call *c, bool ok)
     case SRV_M_SUBSCRIBE:
         srv_sub_begin(c);
         return;
-    case SRV_M_APPEND_STREAM:
-    case SRV_M_UNKNOWN:
     case SRV_M_GET_VIEW:
     case SRV_M_SCAN_VIEW:
+        srv_view_begin(c);
+        return;
+    case SRV_M_PROJ_CREATE:
+    case SRV_M_PROJ_LIST:
+    case SRV_M_PROJ_GET:
+    case SRV_M_PROJ_REBUILD:
+    case SRV_M_PROJ_DELETE:
+        srv_proj_call(c);
+        return;
+    case SRV_M_APPEND_STREAM:
+    case SRV_M_UNKNOWN:
         break;
     }
     srv_reply_code(c, AN_EUNIMPL, NULL);
@@ -638,6 +665,10 @@ void srv_on_write(struct srv_call *c, bool ok)
     }
     if (c->method == SRV_M_SUBSCRIBE) {
         srv_sub_on_write(c, ok);
+        return;
+    }
+    if (c->method == SRV_M_SCAN_VIEW) {
+        srv_view_on_write(c, ok);
         return;
     }
     if (!ok || atomic_load(&c->closed)) {

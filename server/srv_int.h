@@ -20,6 +20,7 @@
 #include "annals/v1/commands.pb-c.h"
 #include "annals/v1/queries.pb-c.h"
 #include "log.h"
+#include "proj.h"
 #include "say.h"
 #include "srv.h"
 
@@ -39,6 +40,11 @@ enum srv_method {
     SRV_M_SUBSCRIBE,
     SRV_M_GET_VIEW,
     SRV_M_SCAN_VIEW,
+    SRV_M_PROJ_CREATE,
+    SRV_M_PROJ_LIST,
+    SRV_M_PROJ_GET,
+    SRV_M_PROJ_REBUILD,
+    SRV_M_PROJ_DELETE,
     SRV_M_HEALTH_CHECK,
 };
 
@@ -147,6 +153,28 @@ struct srv_fanout {
     struct srv_wave_msg wave;   /* this thread's last live message */
 };
 
+/* ---- view queries (srv_proj.c) ---- */
+
+/* A GetView/ScanView call: what it asks, and its place on the view-waiter
+ * list while the view has not applied enough (under srv.vw_mu). */
+struct srv_vwait {
+    struct proj_read q;         /* as_of resolved to a position */
+    bool parked;
+    struct srv_call *prev;
+    struct srv_call *next;
+};
+
+/* A ScanView in progress (owned by whoever has the call). */
+struct srv_scan {
+    bool started;               /* the first batch went out */
+    bool done;
+    bool latest_only;           /* the view cannot be read as of a point */
+    uint64_t at;                /* the position the first batch read at */
+    uint32_t left;              /* entries still wanted; 0: no limit */
+    char *after;                /* the last key sent: owned */
+    size_t after_len;
+};
+
 /* ---- a call ---- */
 
 struct srv_call {
@@ -173,6 +201,8 @@ struct srv_call {
     struct srv_astream as;
     struct srv_rstream rs;
     struct srv_sub sub;
+    struct srv_vwait vw;
+    struct srv_scan scan;
 };
 
 /* ---- a completion-queue thread ---- */
@@ -217,6 +247,16 @@ struct srv {
     pthread_t replier;
 
     gpr_timespec started_at;    /* monotonic */
+
+    /* projections (srv_proj.c) */
+    proj_mgr *proj;
+    pthread_mutex_t vw_mu;      /* the view-waiter list */
+    pthread_cond_t vw_cond;
+    struct srv_call *vw_parked; /* doubly linked through vw.prev/next */
+    uint64_t vw_gen;            /* bumped by each on_advance */
+    bool vw_stop;
+    bool vw_running;
+    pthread_t vw_thread;
 
     /* subscriptions (srv_sub.c) */
     struct srv_fanout *fans;    /* one per CQ thread */
@@ -321,5 +361,22 @@ void srv_sub_begin(struct srv_call *c);
 void srv_sub_on_write(struct srv_call *c, bool ok);
 /* A Subscribe call's CLOSE fired; CQ thread. */
 void srv_sub_on_close(struct srv_call *c);
+
+/* ---- srv_proj.c: projections and view queries ---- */
+
+/* Opens the engine on DATA/projections and starts the view-waiter thread. */
+int srv_proj_start(struct srv *s, char *detail);
+/* Shutdown: parked view calls end UNAVAILABLE; joins the waiter. */
+void srv_proj_stop(struct srv *s);
+/* Closes the engine (after every call is over). */
+void srv_proj_free(struct srv *s);
+/* A Projections.* request arrived; CQ thread. */
+void srv_proj_call(struct srv_call *c);
+/* A GetView/ScanView request arrived; CQ thread. */
+void srv_view_begin(struct srv_call *c);
+/* A ScanView send completed; CQ thread. */
+void srv_view_on_write(struct srv_call *c, bool ok);
+/* A GetView/ScanView call's CLOSE fired; CQ thread. */
+void srv_view_on_close(struct srv_call *c);
 
 #endif /* SRV_INT_H */

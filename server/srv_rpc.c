@@ -67,6 +67,7 @@ static void call_free(struct srv_call *c)
     }
     free(c->rs.stream);
     free(c->sub.stream);
+    free(c->scan.after);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -127,6 +128,11 @@ static enum srv_method method_of(grpc_slice m)
         {"/annals.v1.Queries/Subscribe", SRV_M_SUBSCRIBE},
         {"/annals.v1.Queries/GetView", SRV_M_GET_VIEW},
         {"/annals.v1.Queries/ScanView", SRV_M_SCAN_VIEW},
+        {"/annals.v1.Projections/Create", SRV_M_PROJ_CREATE},
+        {"/annals.v1.Projections/List", SRV_M_PROJ_LIST},
+        {"/annals.v1.Projections/Get", SRV_M_PROJ_GET},
+        {"/annals.v1.Projections/Rebuild", SRV_M_PROJ_REBUILD},
+        {"/annals.v1.Projections/Delete", SRV_M_PROJ_DELETE},
         {"/grpc.health.v1.Health/Check", SRV_M_HEALTH_CHECK},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -176,6 +182,8 @@ static void dispatch(struct srv_tag *t, bool ok)
         atomic_store(&c->closed, true);
         if (c->method == SRV_M_SUBSCRIBE) {
             srv_sub_on_close(c);
+        } else if (c->method == SRV_M_GET_VIEW || c->method == SRV_M_SCAN_VIEW) {
+            srv_view_on_close(c);
         }
         srv_call_unref(c);
         break;
@@ -370,6 +378,9 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         rc = AN_EINVAL;
         goto out_grpc;
     }
+    if ((rc = srv_proj_start(s, detail))) {
+        goto out_grpc;
+    }
     if ((rc = srv_sub_start(s))) {
         snprintf(detail, LOG_DETAIL_MAX, "cannot start the fan-out thread");
         goto out_grpc;
@@ -403,6 +414,8 @@ out_grpc:
     grpc_completion_queue_destroy(s->shutdown_cq);
     free(s->cqs);
     srv_sub_free(s);
+    srv_proj_stop(s);
+    srv_proj_free(s);
     log_close(s->log);
 out_free:
     pthread_mutex_destroy(&s->wmu);
@@ -430,6 +443,7 @@ void srv_shutdown(srv *s, int grace_ms)
     say_info("server", "msg=\"shutting down\" grace_ms=%d", grace_ms);
     srv_writer_stop(s);
     srv_sub_stop(s);
+    srv_proj_stop(s);
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
     grpc_event ev = grpc_completion_queue_pluck(
         s->shutdown_cq, &tag,
@@ -463,6 +477,7 @@ void srv_free(srv *s)
     grpc_completion_queue_destroy(s->shutdown_cq);
     free(s->cqs);
     srv_sub_free(s);
+    srv_proj_free(s);
     log_close(s->log);
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->wcond);

@@ -229,6 +229,7 @@ static void *writer_main(void *arg)
                 fail_list(s, pending, AN_EIO, "the commit could not be made durable");
             } else {
                 srv_sub_notify(s);
+                proj_notify(s->proj, log_head(s->log));
                 answer_list(s, pending);
             }
             pending = pending_tail = NULL;
@@ -304,6 +305,7 @@ static void *writer_main(void *arg)
         }
         /* the head readers may see has moved: wake who waits for it */
         srv_sub_notify(s);
+        proj_notify(s->proj, log_head(s->log));
         /* the earlier batch is durable now if this one committed */
         if (pending && log_durable_seq(s->log) >= pending_seq) {
             answer_list(s, pending);

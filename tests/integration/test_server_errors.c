@@ -253,7 +253,7 @@ Test(server_errors, unknown_and_later_methods_are_unimplemented)
     struct an_error err;
     cr_assert_eq(an_call_raw(h.client, "/annals.v1.Nope/Nothing", "", 0, &err), AN_EUNIMPL);
     cr_assert_eq(err.grpc_status, 12);
-    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Queries/GetView", "", 0, &err), AN_EUNIMPL);
+    cr_assert_eq(an_call_raw(h.client, "/annals.v1.Consumers/Create", "", 0, &err), AN_EUNIMPL);
     bool serving = false;
     cr_assert_eq(an_health(h.client, &serving, NULL), 0);
     cr_assert(serving);
