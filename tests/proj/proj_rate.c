@@ -7,7 +7,7 @@
  * swap), and for STREAM_STATE the GetView latency (latest and as of a
  * random position, p50/p99 over 50 000 calls). Prints one line each.
  *
- *   build-p/tests/proj/proj_rate [N]
+ *   build-p/tests/proj/proj_rate [N [batch_events]]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +140,7 @@ int main(int argc, char **argv)
     }
     uint64_t head = log_head(env);
     printf("log: %llu events appended in %.2f s\n", (unsigned long long)head, now_s() - t);
-    struct proj_cfg pc = {.dir = pdir};
+    struct proj_cfg pc = {.dir = pdir, .batch_events = argc > 2 ? (unsigned)atoi(argv[2]) : 0};
     if (proj_open(&pc, env, &mgr, detail) != 0) {
         fprintf(stderr, "proj_open: %s\n", detail);
         return 1;
