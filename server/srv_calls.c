@@ -123,6 +123,15 @@ static void astream_pump(struct srv_call *c)
     if (!as->reading && !as->half_closed && as->in_progress < c->srv->cfg.stream_window) {
         as->reading = srv_recv(c) == 0;
     }
+    if (as->reading && !as->half_closed && !as->sending && !as->out_head &&
+        as->in_progress == 0 && !as->stop_sent && atomic_load(&c->srv->w_stopped)) {
+        /* shutdown, and everything owed is out: a client that sends nothing
+         * more would hold the call until the grace period ends. Cancelling
+         * completes the read, which then finishes the call. */
+        as->stop_sent = true;
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE,
+                                     "the server is shutting down", NULL);
+    }
     if (as->half_closed && !as->sending && !as->out_head && as->in_progress == 0 &&
         !as->reading) {
         as->finished = true;
@@ -555,8 +564,35 @@ static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
     return NULL;
 }
 
+void srv_end_streams(struct srv *s)
+{
+    for (unsigned i = 0; i < s->n_cqs; i++) {
+        struct srv_cq *q = &s->cqs[i];
+        pthread_mutex_lock(&q->mu);
+        for (struct srv_call *c = q->open; c; c = c->open_next) {
+            if (c->method == SRV_M_APPEND_STREAM) {
+                pthread_mutex_lock(&c->mu);
+                astream_pump(c);
+                pthread_mutex_unlock(&c->mu);
+            } else {
+                /* A subscription still listed has a message in flight (the
+                 * parked ones have ended), which a subscriber that stopped
+                 * reading may never take. The status goes out in a HEADERS
+                 * frame, which flow control does not hold back, after
+                 * what was sent before it. */
+                grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE,
+                                             "the server is shutting down", NULL);
+            }
+        }
+        pthread_mutex_unlock(&q->mu);
+    }
+}
+
 void srv_on_new(struct srv_call *c)
 {
+    if (c->method == SRV_M_APPEND_STREAM || c->method == SRV_M_SUBSCRIBE) {
+        srv_call_list(c);
+    }
     switch (c->method) {
     case SRV_M_UNKNOWN: {
         char detail[300];

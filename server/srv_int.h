@@ -90,6 +90,7 @@ struct srv_astream {
     bool sending;               /* a SEND_MESSAGE is in flight */
     bool finished;              /* the final status was started */
     int end_code;               /* end with this status once drained (shutdown) */
+    bool stop_sent;             /* shutdown cancelled the idle call */
     struct srv_out *out_head;   /* results waiting to be sent */
     struct srv_out *out_tail;
 };
@@ -203,6 +204,9 @@ struct srv_call {
     struct srv_sub sub;
     struct srv_vwait vw;
     struct srv_scan scan;
+    bool listed;                /* on its CQ's list of streaming calls */
+    struct srv_call *open_prev; /* that list (under q->mu) */
+    struct srv_call *open_next;
 };
 
 /* ---- a completion-queue thread ---- */
@@ -213,6 +217,12 @@ struct srv_cq {
     pthread_t thread;
     log_reader *rd;             /* this thread's reader */
     unsigned index;
+    bool closing;               /* its queue is shut down: start no batch
+                                   (this thread only) */
+    pthread_mutex_t mu;         /* guards `open` */
+    struct srv_call *open;      /* its Subscribe and AppendStream calls,
+                                   through open_prev/open_next, so that
+                                   shutdown can end them */
 };
 
 /* ---- the server ---- */
@@ -226,6 +236,8 @@ struct srv {
     unsigned n_cqs;
     int port;
     atomic_bool shutting_down;  /* health says NOT_SERVING, no new posts */
+    atomic_bool cqs_stop;       /* every call is over: CQ threads shut their
+                                   queues down and drain them */
 
     /* the writer's queue: guarded by wmu */
     pthread_mutex_t wmu;
@@ -235,6 +247,8 @@ struct srv {
     size_t wq_len;
     size_t wq_bytes;            /* wire bytes of the queued requests */
     bool w_draining;            /* shutdown: answer the queue UNAVAILABLE */
+    atomic_bool w_stopped;      /* the writer has stopped: nothing more will
+                                   be answered by it */
     bool w_stop;
     pthread_t writer;
 
@@ -301,6 +315,9 @@ int srv_send(struct srv_call *c, grpc_byte_buffer *bb);
 /* Starts a RECV_MESSAGE on the READ tag. */
 int srv_recv(struct srv_call *c);
 
+/* Puts a streaming call on its CQ's list (shutdown ends it); CQ thread. */
+void srv_call_list(struct srv_call *c);
+
 /* ---- srv_writer.c ---- */
 
 int srv_writer_start(struct srv *s);
@@ -342,6 +359,10 @@ void srv_on_write(struct srv_call *c, bool ok);
 void srv_on_new(struct srv_call *c);
 /* AppendStream: the writer finished one of the call's requests. */
 void srv_astream_result(struct srv_call *c, struct srv_wreq *w);
+/* Shutdown, after the writer has stopped: ends the streaming calls that
+ * would otherwise wait for their clients (idle AppendStreams, subscriptions
+ * with a send in flight) with UNAVAILABLE. */
+void srv_end_streams(struct srv *s);
 
 /* ---- srv_sub.c: subscriptions ---- */
 
@@ -361,6 +382,7 @@ void srv_sub_begin(struct srv_call *c);
 void srv_sub_on_write(struct srv_call *c, bool ok);
 /* A Subscribe call's CLOSE fired; CQ thread. */
 void srv_sub_on_close(struct srv_call *c);
+
 
 /* ---- srv_proj.c: projections and view queries ---- */
 

@@ -48,6 +48,18 @@ grpc_status_code srv_status_of(int code)
 
 static void call_free(struct srv_call *c)
 {
+    if (c->listed) {
+        pthread_mutex_lock(&c->q->mu);
+        if (c->open_prev) {
+            c->open_prev->open_next = c->open_next;
+        } else {
+            c->q->open = c->open_next;
+        }
+        if (c->open_next) {
+            c->open_next->open_prev = c->open_prev;
+        }
+        pthread_mutex_unlock(&c->q->mu);
+    }
     if (c->call) {
         grpc_call_unref(c->call);
     }
@@ -192,6 +204,16 @@ static void dispatch(struct srv_tag *t, bool ok)
     }
 }
 
+/*
+ * A CQ thread. At the end, the queue must be shut down by its own thread:
+ * completions of calls already over may still be queued, and handling one
+ * may start a batch (a final status), which gRPC refuses with an abort on
+ * a queue already shut down. So srv_shutdown only raises cqs_stop; each
+ * thread sees it within CQ_STOP_POLL_MS, shuts its queue down, and drains
+ * it with `closing` set, which makes every batch start a no-op.
+ */
+#define CQ_STOP_POLL_MS 100
+
 static void *cq_main(void *arg)
 {
     struct srv_cq *q = arg;
@@ -199,15 +221,35 @@ static void *cq_main(void *arg)
         post_request(q);
     }
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                          gpr_time_from_millis(CQ_STOP_POLL_MS, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(q->cq, until, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) {
             break;
         }
         if (ev.type == GRPC_OP_COMPLETE) {
             dispatch(ev.tag, ev.success != 0);
         }
+        if (!q->closing && atomic_load(&q->srv->cqs_stop)) {
+            q->closing = true;
+            grpc_completion_queue_shutdown(q->cq);
+        }
     }
     return NULL;
+}
+
+void srv_call_list(struct srv_call *c)
+{
+    struct srv_cq *q = c->q;
+    pthread_mutex_lock(&q->mu);
+    c->open_prev = NULL;
+    c->open_next = q->open;
+    if (q->open) {
+        q->open->open_prev = c;
+    }
+    q->open = c;
+    c->listed = true;
+    pthread_mutex_unlock(&q->mu);
 }
 
 /* ---- replies ---- */
@@ -242,13 +284,16 @@ void srv_reply(struct srv_call *c, grpc_byte_buffer *bb, grpc_status_code status
     ops[n].data.send_status_from_server.status_details = status == GRPC_STATUS_OK ? NULL : &det;
     ops[n].data.send_status_from_server.trailing_metadata_count = n_trailers;
     ops[n++].data.send_status_from_server.trailing_metadata = (grpc_metadata *)trailers;
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL);
+    grpc_call_error e = c->q->closing ? GRPC_CALL_ERROR
+                                      : grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL);
     grpc_slice_unref(det);
     if (bb) {
         grpc_byte_buffer_destroy(bb);
     }
     if (e != GRPC_CALL_OK) {
-        say_warn("rpc", "msg=\"final batch not started\" err=%d", (int)e);
+        if (!c->q->closing) {
+            say_warn("rpc", "msg=\"final batch not started\" err=%d", (int)e);
+        }
         srv_call_unref(c);
     }
 }
@@ -270,7 +315,8 @@ int srv_send(struct srv_call *c, grpc_byte_buffer *bb)
     }
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = bb;
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_write, NULL);
+    grpc_call_error e = c->q->closing ? GRPC_CALL_ERROR
+                                      : grpc_call_start_batch(c->call, ops, n, &c->t_write, NULL);
     grpc_byte_buffer_destroy(bb);
     return e == GRPC_CALL_OK ? 0 : -1;
 }
@@ -283,6 +329,9 @@ int srv_recv(struct srv_call *c)
         c->recv = NULL;
     }
     op.data.recv_message.recv_message = &c->recv;
+    if (c->q->closing) {
+        return -1;
+    }
     return grpc_call_start_batch(c->call, &op, 1, &c->t_read, NULL) == GRPC_CALL_OK ? 0 : -1;
 }
 
@@ -362,6 +411,7 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     }
     for (unsigned i = 0; i < s->n_cqs; i++) {
         s->cqs[i] = (struct srv_cq){.srv = s, .index = i};
+        pthread_mutex_init(&s->cqs[i].mu, NULL);
         s->cqs[i].cq = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(s->server, s->cqs[i].cq, NULL);
         if ((rc = log_reader_open(s->log, &s->cqs[i].rd))) {
@@ -444,6 +494,7 @@ void srv_shutdown(srv *s, int grace_ms)
     srv_writer_stop(s);
     srv_sub_stop(s);
     srv_proj_stop(s);
+    srv_end_streams(s);
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
     grpc_event ev = grpc_completion_queue_pluck(
         s->shutdown_cq, &tag,
@@ -455,9 +506,7 @@ void srv_shutdown(srv *s, int grace_ms)
         grpc_completion_queue_pluck(s->shutdown_cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME),
                                     NULL);
     }
-    for (unsigned i = 0; i < s->n_cqs; i++) {
-        grpc_completion_queue_shutdown(s->cqs[i].cq);
-    }
+    atomic_store(&s->cqs_stop, true);
     for (unsigned i = 0; i < s->n_cqs; i++) {
         pthread_join(s->cqs[i].thread, NULL);
     }
@@ -472,6 +521,7 @@ void srv_free(srv *s)
     for (unsigned i = 0; i < s->n_cqs; i++) {
         grpc_completion_queue_destroy(s->cqs[i].cq);
         log_reader_close(s->cqs[i].rd);
+        pthread_mutex_destroy(&s->cqs[i].mu);
     }
     grpc_completion_queue_shutdown(s->shutdown_cq);
     grpc_completion_queue_destroy(s->shutdown_cq);

@@ -490,6 +490,7 @@ void srv_sub_begin(struct srv_call *c)
     }
     sb->counted = true;
     sb->ckpt_at = gpr_now(GPR_CLOCK_MONOTONIC);
+
     sb->all = !r->stream || !r->stream[0];
     if (sb->all) {
         if (r->filter) {

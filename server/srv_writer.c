@@ -375,4 +375,5 @@ void srv_writer_stop(struct srv *s)
     pthread_cond_signal(&s->rcond);
     pthread_mutex_unlock(&s->rmu);
     pthread_join(s->replier, NULL);
+    atomic_store(&s->w_stopped, true);
 }

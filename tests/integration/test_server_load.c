@@ -335,3 +335,34 @@ Test(server_load, kill_9_under_sixteen_writers_loses_no_acknowledged_append)
 {
     interrupt_writers(false);
 }
+
+/*
+ * An AppendStream whose client sends nothing more holds its call open; at
+ * shutdown, once everything owed to it is out, the server ends it with
+ * UNAVAILABLE at once instead of waiting out the grace period.
+ */
+Test(server_load, shutdown_ends_an_idle_appendstream_at_once)
+{
+    struct counts cnt = {0};
+    an_appender *a;
+    cr_assert_eq(an_appender_open(h.client, 64, on_result, &cnt, &a), 0);
+    for (int i = 0; i < 10; i++) {
+        struct an_event e = {.type = "Deposited", .data = "{}", .data_len = 2};
+        struct an_stream_append sa = {.stream = "idle-appender", .events = &e, .n_events = 1};
+        cr_assert_eq(an_appender_submit(a, &sa, 1, NULL), 0);
+    }
+    for (int i = 0; i < 1000 && atomic_load(&cnt.ok) < 10; i++) {
+        sleep_ms(5);
+    }
+    cr_assert_eq(atomic_load(&cnt.ok), 10);
+    sleep_ms(100); /* idle now: the server waits on its next message */
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(h_stop(&h), 0, "annalsd did not exit 0 on SIGTERM");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert_lt(ms, 2500, "shutdown took %ld ms: it waited for the idle call (grace 3000)", ms);
+    cr_assert_eq(an_appender_close(a), AN_EUNAVAIL);
+    cr_assert_eq(atomic_load(&cnt.failed), 0, "every append had its result before the end");
+}
