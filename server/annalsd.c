@@ -54,6 +54,8 @@ static const struct flag flags[] = {
     {"threads", FLAG_UINT, "0", 0, 256, "completion-queue threads (0: one per core)"},
     {"max-batch", FLAG_UINT, "1024", 1, 65536, "appends per group commit"},
     {"max-subscriptions", FLAG_UINT, "10000", 1, 1000000, "Subscribe calls open at once"},
+    {"max-view-size", FLAG_SIZE, "8G", 64ull << 10, UINT64_MAX >> 1,
+     "cap on each projection's view files"},
     {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -225,6 +227,10 @@ static int build_cfg(const struct opts *o, struct srv_cfg *cfg)
         return -1;
     }
     cfg->max_subscriptions = (unsigned)v;
+    if (flag_num(o, flag_index("max-view-size"), &v)) {
+        return -1;
+    }
+    cfg->max_view_bytes = v;
     if (say_set_level(flag_str(o, "log-level"))) {
         fprintf(stderr, "annalsd: --log-level '%s': want debug, info, warn or error\n",
                 flag_str(o, "log-level"));

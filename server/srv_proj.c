@@ -499,6 +499,7 @@ int srv_proj_start(struct srv *s, char *detail)
     snprintf(dir, sizeof(dir), "%s/projections", s->cfg.data_dir);
     struct proj_cfg pc = {
         .dir = dir,
+        .view_max_bytes = s->cfg.max_view_bytes,
         .log = proj_say,
         .on_advance = on_advance,
         .advance_arg = s,
