@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,16 +38,21 @@
 #define PROJ__PROGRESS_NS 1000000000ll
 
 /*
- * STREAM_STATE keeps the documents it wrote last in a small direct-mapped
- * cache, so consecutive events of one stream skip the seek and the parse
- * of the value they replace. It lives for one batch (one write txn): it is
- * emptied when the batch commits or aborts.
+ * STREAM_STATE, COUNT and STREAMS keep the values they wrote last in a
+ * small direct-mapped cache by key, so an event whose key was just written
+ * skips the seek and the parse of the value it replaces. It lives for one
+ * batch (one write txn): it is emptied when the batch commits or aborts.
  */
 #define PROJ__CACHE_SLOTS 64u
 
 struct state_slot {
-    json_t *doc;              /* owned; NULL: empty */
-    uint64_t pos;             /* the position of the version doc is */
+    bool used;
+    json_t *doc;              /* STREAM_STATE: the document (owned) */
+    json_int_t count;         /* COUNT: count; STREAMS: event_count */
+    bool sum_real;            /* COUNT: the sum is sum_d, else sum_i */
+    json_int_t sum_i;
+    double sum_d;
+    uint64_t pos;             /* the position of the version cached */
     size_t klen;
     char key[PROJ_KEY_MAX];
 };
@@ -256,13 +262,35 @@ static uint32_t key_hash(const char *k, size_t n)
     return h;
 }
 
-/* Empties the STREAM_STATE cache (at the end of every batch). */
+/* Empties the cache (at the end of every batch). */
 static void cache_drop(struct fold *f)
 {
     for (size_t i = 0; f->cache && i < PROJ__CACHE_SLOTS; i++) {
         json_decref(f->cache[i].doc);
         f->cache[i].doc = NULL;
+        f->cache[i].used = false;
     }
+}
+
+/* The slot of a key (NULL: no cache); *hit whether it holds that key. */
+static struct state_slot *cache_slot(struct fold *f, const char *key, size_t klen, bool *hit)
+{
+    *hit = false;
+    if (!f->cache) {
+        return NULL;
+    }
+    struct state_slot *slot = &f->cache[key_hash(key, klen) % PROJ__CACHE_SLOTS];
+    *hit = slot->used && slot->klen == klen && !memcmp(slot->key, key, klen);
+    return slot;
+}
+
+/* Marks slot as holding key's version at the current event. */
+static void cache_fill(struct fold *f, struct state_slot *slot, const char *key, size_t klen)
+{
+    slot->used = true;
+    slot->pos = f->ev->position;
+    slot->klen = klen;
+    memcpy(slot->key, key, klen);
 }
 
 static int fold_stream_state(struct fold *f)
@@ -276,14 +304,12 @@ static int fold_stream_state(struct fold *f)
     if (rc || !json_is_object(patch) || ev->stream_len > PROJ_KEY_MAX) {
         return rc; /* not a JSON object: skipped */
     }
-    struct state_slot *slot = NULL;
-    if (f->cache) {
-        slot = &f->cache[key_hash(ev->stream, ev->stream_len) % PROJ__CACHE_SLOTS];
-    }
-    if (slot && slot->doc && slot->klen == ev->stream_len &&
-        !memcmp(slot->key, ev->stream, slot->klen)) {
+    bool hit;
+    struct state_slot *slot = cache_slot(f, ev->stream, ev->stream_len, &hit);
+    if (hit) {
         prev = slot->doc; /* taken over: merge_patch edits it in place */
         slot->doc = NULL;
+        slot->used = false;
         prev_pos = slot->pos;
     } else {
         rc = prev_value(f, ev->stream, ev->stream_len, &prev, &prev_pos);
@@ -300,9 +326,7 @@ static int fold_stream_state(struct fold *f)
     if (!rc && slot) {
         json_decref(slot->doc);
         slot->doc = next;
-        slot->pos = ev->position;
-        slot->klen = ev->stream_len;
-        memcpy(slot->key, ev->stream, ev->stream_len);
+        cache_fill(f, slot, ev->stream, ev->stream_len);
     } else {
         json_decref(next);
     }
@@ -374,65 +398,86 @@ static int fold_count(struct fold *f)
     char val[128];
     size_t klen;
     bool skip;
-    json_t *prev;
+    bool hit;
     uint64_t prev_pos;
+    json_int_t count = 0;
+    bool sum_real = false;
+    json_int_t sum_i = 0;
+    double sum_d = 0;
     int rc = event_key(f, key, &klen, &skip);
     if (rc || skip) {
         return rc;
     }
-    rc = prev_value(f, key, klen, &prev, &prev_pos);
-    if (rc) {
-        return rc;
-    }
-    json_int_t count = prev ? json_integer_value(json_object_get(prev, "count")) : 0;
-    json_t *psum = prev ? json_object_get(prev, "sum") : NULL;
-    json_t *add = NULL;
-    if (f->p->cd.sum_ptr) {
-        json_t *doc;
-        rc = event_doc(f, &doc);
+    struct state_slot *slot = cache_slot(f, key, klen, &hit);
+    if (hit) {
+        count = slot->count;
+        sum_real = slot->sum_real;
+        sum_i = slot->sum_i;
+        sum_d = slot->sum_d;
+        prev_pos = slot->pos;
+    } else {
+        json_t *prev;
+        rc = prev_value(f, key, klen, &prev, &prev_pos);
         if (rc) {
-            json_decref(prev);
             return rc;
         }
-        add = doc ? proj__pointer_get(doc, f->p->cd.sum_ptr) : NULL;
+        json_t *psum = prev ? json_object_get(prev, "sum") : NULL;
+        count = prev ? json_integer_value(json_object_get(prev, "count")) : 0;
+        sum_real = json_is_real(psum);
+        sum_i = json_is_integer(psum) ? json_integer_value(psum) : 0;
+        sum_d = json_is_real(psum) ? json_real_value(psum) : 0.0;
+        json_decref(prev);
     }
     count++;
     int n;
     if (!f->p->cd.sum_ptr) {
         n = snprintf(val, sizeof(val), "{\"count\":%lld}", (long long)count);
     } else {
+        json_t *doc;
+        rc = event_doc(f, &doc);
+        if (rc) {
+            return rc;
+        }
+        json_t *add = doc ? proj__pointer_get(doc, f->p->cd.sum_ptr) : NULL;
         /* integers add up exactly until one is not an integer or they
-         * overflow; from then on the sum is a double */
-        json_int_t pi = json_is_integer(psum) ? json_integer_value(psum) : 0;
+         * overflow; from then on the sum is a double. A sum that would
+         * overflow to inf adds nothing (JSON has no inf). */
         json_int_t ai = json_is_integer(add) ? json_integer_value(add) : 0;
         json_int_t si;
-        bool real = json_is_real(psum) || json_is_real(add) ||
-                    __builtin_add_overflow(pi, ai, &si);
-        if (!real) {
-            n = snprintf(val, sizeof(val), "{\"count\":%lld,\"sum\":%lld}", (long long)count,
-                         (long long)si);
+        if (!sum_real && !json_is_real(add) && !__builtin_add_overflow(sum_i, ai, &si)) {
+            sum_i = si;
         } else {
-            double ps = psum ? json_number_value(psum) : 0.0;
-            json_t *s = json_real(ps + (json_is_number(add) ? json_number_value(add) : 0.0));
-            if (!s) {
-                s = json_real(ps); /* the sum would overflow to inf: adds nothing */
-            }
-            size_t sl = s ? json_dumpb(s, val + 64, 63, JSON_ENCODE_ANY) : 0;
-            json_decref(s);
-            if (sl == 0 || sl > 63) {
-                json_decref(prev);
+            double ps = sum_real ? sum_d : (double)sum_i;
+            double ns = ps + (json_is_number(add) ? json_number_value(add) : 0.0);
+            sum_d = isfinite(ns) ? ns : ps;
+            sum_real = true;
+        }
+        if (!sum_real) {
+            n = snprintf(val, sizeof(val), "{\"count\":%lld,\"sum\":%lld}", (long long)count,
+                         (long long)sum_i);
+        } else {
+            char num[64];
+            json_t *sj = json_real(sum_d);
+            size_t sl = sj ? json_dumpb(sj, num, sizeof(num) - 1, JSON_ENCODE_ANY) : 0;
+            json_decref(sj);
+            if (sl == 0 || sl >= sizeof(num)) {
                 return AN_ENOMEM;
             }
-            val[64 + sl] = '\0';
-            char num[64];
-            memcpy(num, val + 64, sl + 1);
+            num[sl] = '\0';
             n = snprintf(val, sizeof(val), "{\"count\":%lld,\"sum\":%s}", (long long)count,
                          num);
         }
     }
-    json_decref(prev);
     assert(n > 0 && (size_t)n < sizeof(val));
-    return put_version(f, key, klen, prev_pos, val, (size_t)n);
+    rc = put_version(f, key, klen, prev_pos, val, (size_t)n);
+    if (!rc && slot) {
+        slot->count = count;
+        slot->sum_real = sum_real;
+        slot->sum_i = sum_i;
+        slot->sum_d = sum_d;
+        cache_fill(f, slot, key, klen);
+    }
+    return rc;
 }
 
 static int fold_index(struct fold *f)
@@ -468,23 +513,37 @@ static int fold_streams(struct fold *f)
 {
     const struct log_event *ev = f->ev;
     char val[128];
-    json_t *prev;
     uint64_t prev_pos;
+    json_int_t count;
+    bool hit;
     if (ev->stream_len > PROJ_KEY_MAX) {
         return 0;
     }
-    int rc = prev_value(f, ev->stream, ev->stream_len, &prev, &prev_pos);
-    if (rc) {
-        return rc;
+    struct state_slot *slot = cache_slot(f, ev->stream, ev->stream_len, &hit);
+    if (hit) {
+        count = slot->count;
+        prev_pos = slot->pos;
+    } else {
+        json_t *prev;
+        int rc = prev_value(f, ev->stream, ev->stream_len, &prev, &prev_pos);
+        if (rc) {
+            return rc;
+        }
+        count = prev ? json_integer_value(json_object_get(prev, "event_count")) : 0;
+        json_decref(prev);
     }
-    json_int_t count = prev ? json_integer_value(json_object_get(prev, "event_count")) : 0;
-    json_decref(prev);
+    count++;
     int n = snprintf(val, sizeof(val),
                      "{\"last_version\":%" PRIu64 ",\"event_count\":%lld,\"last_position\":%"
                      PRIu64 "}",
-                     ev->version, (long long)count + 1, ev->position);
+                     ev->version, (long long)count, ev->position);
     assert(n > 0 && (size_t)n < sizeof(val));
-    return put_version(f, ev->stream, ev->stream_len, prev_pos, val, (size_t)n);
+    int rc = put_version(f, ev->stream, ev->stream_len, prev_pos, val, (size_t)n);
+    if (!rc && slot) {
+        slot->count = count;
+        cache_fill(f, slot, ev->stream, ev->stream_len);
+    }
+    return rc;
 }
 
 /* ---- batches ---- */
@@ -753,8 +812,8 @@ static void *worker_main(void *arg)
     f->p = p;
     f->mgr = mgr;
     f->alloc = (ProtobufCAllocator){arena_alloc, arena_free, f};
-    if (p->cd.kind == ANNALS__V1__PROJECTION_KIND__STREAM_STATE) {
-        f->cache = calloc(PROJ__CACHE_SLOTS, sizeof(*f->cache));
+    if (p->cd.kind != ANNALS__V1__PROJECTION_KIND__INDEX) {
+        f->cache = calloc(PROJ__CACHE_SLOTS, sizeof(*f->cache)); /* NULL: no cache */
     }
     rc = log_reader_open(mgr->log, &f->rd);
     if (rc) {
