@@ -19,7 +19,9 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler python3-protobuf
   libgrpc-dev libjansson-dev
+  libssl-dev
   libcriterion-dev
+  openssl
 )
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }

@@ -504,6 +504,7 @@ static int open_call(an_appender *a)
 
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    an__ep_md(a->lease.ep, &op);
     if (grpc_call_start_batch(a->call, &op, 1, TAG(TAG_START), NULL) != GRPC_CALL_OK) {
         return AN_EINTERNAL;
     }

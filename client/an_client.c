@@ -81,6 +81,10 @@ int an_code_from_status(int grpc_status)
         return AN_ECANCELLED;
     case GRPC_STATUS_UNIMPLEMENTED:
         return AN_EUNIMPL;
+    case GRPC_STATUS_PERMISSION_DENIED:
+        return AN_EPERM;
+    case GRPC_STATUS_UNAUTHENTICATED:
+        return AN_EAUTH;
     case GRPC_STATUS_DATA_LOSS:
         return AN_ECORRUPT;
     default:
@@ -439,6 +443,7 @@ static int unary_once(const struct an__ep *ep, const char *method, grpc_slice pa
         goto out;
     }
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    an__ep_md(ep, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = req;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -669,6 +674,50 @@ out_mutex:
     return AN_ENOMEM;
 }
 
+/* Reads a PEM file whole (NUL-terminated, malloc'd); NULL if it cannot. */
+static char *read_pem(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0 || n >= (1 << 20) - 1) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* The channels' credentials: TLS when a CA is given (with a client
+ * certificate for mTLS), else plaintext. AN_EINVAL when a file cannot be
+ * read or the cert comes without its key. */
+static int channel_creds(const struct an_client_opts *o, grpc_channel_credentials **out)
+{
+    if (!o || !o->tls_ca_file) {
+        if (o && (o->tls_cert_file || o->tls_key_file)) return AN_EINVAL;
+        *out = grpc_insecure_credentials_create();
+        return 0;
+    }
+    if (!o->tls_cert_file != !o->tls_key_file) return AN_EINVAL;
+    char *ca = read_pem(o->tls_ca_file);
+    char *cert = o->tls_cert_file ? read_pem(o->tls_cert_file) : NULL;
+    char *key = o->tls_key_file ? read_pem(o->tls_key_file) : NULL;
+    int rc = 0;
+    if (!ca || (o->tls_cert_file && (!cert || !key))) {
+        rc = AN_EINVAL;
+    } else {
+        grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+        *out = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+        rc = *out ? 0 : AN_EINVAL;
+    }
+    free(ca);
+    free(cert);
+    free(key);
+    return rc;
+}
+
 int an_connect(const char *target, const struct an_client_opts *opts, an_client **out)
 {
     grpc_channel_credentials *creds = NULL;
@@ -710,8 +759,26 @@ int an_connect(const char *target, const struct an_client_opts *opts, an_client 
                          .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
                          .value.integer = 1};
 
-    creds = grpc_insecure_credentials_create();
+    rc = channel_creds(opts, &creds);
+    if (rc) goto out_sync;
+    const char *token = opts && opts->token ? opts->token : getenv("ANNALS_TOKEN");
+    if (token && token[0]) {
+        size_t tl = strlen(token);
+        char *v = malloc(tl + 8);
+        if (!v) {
+            rc = AN_ENOMEM;
+            goto out_sync;
+        }
+        memcpy(v, "Bearer ", 7);
+        memcpy(v + 7, token, tl + 1);
+        c->auth_md.key = grpc_slice_from_static_string("authorization");
+        c->auth_md.value = grpc_slice_from_copied_string(v);
+        free(v);
+        c->has_auth_md = true;
+    }
     for (size_t i = 0; i < c->n_eps; i++) {
+        c->eps[i].md = c->has_auth_md ? &c->auth_md : NULL;
+        c->eps[i].n_md = c->has_auth_md ? 1 : 0;
         c->eps[i].channel = grpc_channel_create(c->eps[i].target, creds, &cargs);
         if (!c->eps[i].channel) {
             rc = AN_ENOMEM;
@@ -729,6 +796,9 @@ out_sync:
     if (creds) {
         grpc_channel_credentials_release(creds);
     }
+    if (c->has_auth_md) {
+        grpc_slice_unref(c->auth_md.value);
+    }
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
 out_free:
@@ -742,6 +812,9 @@ void an_close(an_client *c)
     if (!c) return;
     an__health_stop(c);
     an__eps_free(c->eps, c->n_eps);
+    if (c->has_auth_md) {
+        grpc_slice_unref(c->auth_md.value);
+    }
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);

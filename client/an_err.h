@@ -33,7 +33,9 @@
     X(AN_EPRECOND,    -15, FAILED_PRECONDITION, "failed precondition")              \
     X(AN_EINTERNAL,   -16, INTERNAL,            "internal error")                   \
     X(AN_EBUSY,       -17, RESOURCE_EXHAUSTED,  "too many concurrent users")        \
-    X(AN_ECIRCUIT,    -18, UNAVAILABLE,         "circuit open: failing fast")
+    X(AN_ECIRCUIT,    -18, UNAVAILABLE,         "circuit open: failing fast")        \
+    X(AN_EPERM,       -19, PERMISSION_DENIED,   "permission denied")                \
+    X(AN_EAUTH,       -20, UNAUTHENTICATED,     "unauthenticated")
 
 typedef enum an_err {
     AN_OK = 0,

@@ -30,7 +30,20 @@ struct an__ep {
     int probes;                 /* HALF_OPEN: probes out */
     uint64_t gen;               /* bumped on every breaker transition */
     int64_t opened_at_ms;       /* monotonic, when it last went OPEN */
+
+    /* Sent with every call (the client's bearer token): points into the
+     * client, fixed after an_connect. */
+    grpc_metadata *md;
+    size_t n_md;
 };
+
+/* Puts the endpoint's call metadata (authorization) on a
+ * SEND_INITIAL_METADATA op. */
+static inline void an__ep_md(const struct an__ep *ep, grpc_op *op)
+{
+    op->data.send_initial_metadata.count = ep->n_md;
+    op->data.send_initial_metadata.metadata = ep->md;
+}
 
 struct an_client {
     struct an__ep *eps;         /* n_eps >= 1; fixed after an_connect */
@@ -50,6 +63,8 @@ struct an_client {
     int (*get_stream_fallback)(void *arg, const char *stream, struct an_stream_info *out);
     int (*read_fallback)(void *arg, const struct an_read_req *req, an_iter *it);
     void *cb_arg;
+    grpc_metadata auth_md;      /* "authorization: Bearer T" when a token is set */
+    bool has_auth_md;
 
     pthread_mutex_t mu;         /* protects the eps' breaker fields, rr, stop */
     pthread_cond_t cv;          /* wakes the health thread for an_close (monotonic) */

@@ -324,6 +324,7 @@ static int sub_call(an_sub *s, const Annals__V1__SubscribeRequest *req)
     if (!bb) return AN_ENOMEM;
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    an__ep_md(s->lease.ep, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -65,7 +65,8 @@ struct an_error {
  * AN_EEXIST, FAILED_PRECONDITION -> AN_ETOMBSTONED, NOT_FOUND ->
  * AN_ENOTFOUND, INVALID_ARGUMENT -> AN_EINVAL, RESOURCE_EXHAUSTED ->
  * AN_ETOOBIG, UNAVAILABLE -> AN_EUNAVAIL, DEADLINE_EXCEEDED -> AN_EDEADLINE,
- * CANCELLED -> AN_ECANCELLED, UNIMPLEMENTED -> AN_EUNIMPL, DATA_LOSS ->
+ * CANCELLED -> AN_ECANCELLED, UNIMPLEMENTED -> AN_EUNIMPL, PERMISSION_DENIED
+ * -> AN_EPERM, UNAUTHENTICATED -> AN_EAUTH, DATA_LOSS ->
  * AN_ECORRUPT, anything else -> AN_EINTERNAL. 0 for OK.
  */
 int an_code_from_status(int grpc_status);
@@ -162,6 +163,19 @@ struct an_client_opts {
     int (*read_fallback)(void *arg, const struct an_read_req *req, an_iter *it);
 
     void *arg;                  /* passed to on_breaker and the fallbacks */
+
+    /*
+     * Security (optional). tls_ca_file: PEM roots that verify the server;
+     * set, the client speaks TLS (else plaintext). tls_cert_file and
+     * tls_key_file: this client's certificate and key, for a server that
+     * requires them (mTLS). token: sent with every call as
+     * "authorization: Bearer TOKEN"; NULL: the ANNALS_TOKEN environment
+     * variable, if set. The files are read by an_connect.
+     */
+    const char *tls_ca_file;
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *token;
 };
 
 /*

@@ -33,6 +33,7 @@ enum flag_kind {
     FLAG_SIZE,      /* bytes, with K M G T suffixes */
     FLAG_UINT,
     FLAG_LEVEL,
+    FLAG_BOOL,      /* no value: present or not */
 };
 
 struct flag {
@@ -56,6 +57,11 @@ static const struct flag flags[] = {
     {"max-subscriptions", FLAG_UINT, "10000", 1, 1000000, "Subscribe calls open at once"},
     {"max-view-size", FLAG_SIZE, "8G", 64ull << 10, UINT64_MAX >> 1,
      "cap on each projection's view files"},
+    {"tls-cert", FLAG_STRING, "", 0, 0, "PEM certificate chain: serve TLS only"},
+    {"tls-key", FLAG_STRING, "", 0, 0, "PEM private key of --tls-cert"},
+    {"tls-client-ca", FLAG_STRING, "", 0, 0, "PEM CA: require and verify client certificates"},
+    {"insecure", FLAG_BOOL, "", 0, 0, "allow plaintext on a non-loopback address"},
+    {"auth", FLAG_STRING, "", 0, 0, "JSON file of principals and grants (SIGHUP reloads)"},
     {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -68,7 +74,12 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: annalsd [--flag value ...]\n\n");
     for (size_t i = 0; i < N_FLAGS; i++) {
-        fprintf(f, "  --%-18s %s (default %s)\n", flags[i].name, flags[i].help, flags[i].def);
+        if (flags[i].kind == FLAG_BOOL || !flags[i].def[0]) {
+            fprintf(f, "  --%-18s %s\n", flags[i].name, flags[i].help);
+        } else {
+            fprintf(f, "  --%-18s %s (default %s)\n", flags[i].name, flags[i].help,
+                    flags[i].def);
+        }
     }
     fprintf(f, "  --%-18s %s\n  --%-18s %s\n", "help", "this text", "version", "the version");
 }
@@ -173,7 +184,13 @@ static int parse(int argc, char **argv, struct opts *o)
             fprintf(stderr, "annalsd: unknown flag '%s' (see --help)\n", a);
             return -1;
         }
-        if (eq) {
+        if (flags[k].kind == FLAG_BOOL) {
+            if (eq) {
+                fprintf(stderr, "annalsd: --%s takes no value\n", name);
+                return -1;
+            }
+            o->val[k] = "1";
+        } else if (eq) {
             o->val[k] = eq + 1;
         } else if (i + 1 < argc) {
             o->val[k] = argv[++i];
@@ -231,6 +248,15 @@ static int build_cfg(const struct opts *o, struct srv_cfg *cfg)
         return -1;
     }
     cfg->max_view_bytes = v;
+    const char *tc = flag_str(o, "tls-cert");
+    const char *tk = flag_str(o, "tls-key");
+    const char *ca = flag_str(o, "tls-client-ca");
+    const char *au = flag_str(o, "auth");
+    cfg->tls_cert_file = tc[0] ? tc : NULL;
+    cfg->tls_key_file = tk[0] ? tk : NULL;
+    cfg->tls_client_ca_file = ca[0] ? ca : NULL;
+    cfg->auth_file = au[0] ? au : NULL;
+    cfg->insecure = flag_str(o, "insecure")[0] != '\0';
     if (say_set_level(flag_str(o, "log-level"))) {
         fprintf(stderr, "annalsd: --log-level '%s': want debug, info, warn or error\n",
                 flag_str(o, "log-level"));
@@ -247,9 +273,11 @@ static void *second_signal(void *arg)
 {
     (void)arg;
     int sig;
-    if (sigwait(&stop_signals, &sig) == 0) {
-        say_warn("main", "msg=\"second signal: exiting now\" signal=%d", sig);
-        _exit(1);
+    while (sigwait(&stop_signals, &sig) == 0) {
+        if (sig != SIGHUP) {
+            say_warn("main", "msg=\"second signal: exiting now\" signal=%d", sig);
+            _exit(1);
+        }
     }
     return NULL;
 }
@@ -272,6 +300,7 @@ int main(int argc, char **argv)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (!getenv("GRPC_VERBOSITY")) {
@@ -295,6 +324,10 @@ int main(int argc, char **argv)
         struct timespec t = {.tv_sec = STATS_EVERY_S};
         siginfo_t si;
         sig = sigtimedwait(&stop_signals, &si, &t);
+        if (sig == SIGHUP) {
+            srv_reload_auth(s);
+            continue;
+        }
         if (sig > 0) {
             break;
         }

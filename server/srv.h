@@ -26,6 +26,11 @@ struct srv_cfg {
     unsigned stream_window;     /* AppendStream requests in progress per call; 0: 256 */
     unsigned max_subscriptions; /* Subscribe calls open at once; 0: 10000 */
     uint64_t max_view_bytes;    /* cap on each view env; 0: the engine's */
+    const char *tls_cert_file;  /* PEM; with tls_key_file: serve TLS only */
+    const char *tls_key_file;
+    const char *tls_client_ca_file; /* PEM: require and verify client certs */
+    bool insecure;              /* plaintext on a non-loopback address */
+    const char *auth_file;      /* JSON principals and grants; NULL: auth off */
 };
 
 /*
@@ -49,6 +54,11 @@ int srv_port(const srv *s);
  * (UNAVAILABLE). Then the threads stop and the log closes. Main thread.
  */
 void srv_shutdown(srv *s, int grace_ms);
+
+/* srv_reload_auth - loads the auth file again and swaps it in (SIGHUP);
+ * a bad file is refused with a log line and the old one stays. Returns 0
+ * or the code of the failure. Main thread. */
+int srv_reload_auth(srv *s);
 
 /* srv_free - frees a server after srv_shutdown. NULL ok. */
 void srv_free(srv *s);

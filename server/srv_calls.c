@@ -92,6 +92,7 @@ static void on_write_request(struct srv_call *c)
     w->op.kind = del ? LOG_OP_DELETE : LOG_OP_APPEND;
     w->op.append = ar;
     w->op.del = dr;
+    w->op.principal = c->principal;
     if ((rc = srv_writer_submit(c->srv, w))) {
         srv_wreq_free(w);
         srv_reply_code(c, rc, queue_refusal(rc, detail, sizeof(detail)));
@@ -239,6 +240,9 @@ static void astream_on_read(struct srv_call *c, bool ok)
     char detail[LOG_DETAIL_MAX] = "";
     c->as.in_progress++;
     int rc = log_validate_append(c->srv->log, req->append, false, detail);
+    if (!rc) {
+        rc = srv_authorize_append(c, req->append, detail);
+    }
     struct srv_wreq *w = NULL;
     if (!rc) {
         w = wreq_new(c, req->append->n_streams);
@@ -247,6 +251,7 @@ static void astream_on_read(struct srv_call *c, bool ok)
     if (!rc) {
         w->op.kind = LOG_OP_APPEND;
         w->op.append = req->append;
+        w->op.principal = c->principal;
         w->correlation_id = req->correlation_id;
         w->stream_req = req;
         rc = srv_writer_submit(c->srv, w);
@@ -590,6 +595,18 @@ void srv_end_streams(struct srv *s)
 
 void srv_on_new(struct srv_call *c)
 {
+    if (c->method != SRV_M_HEALTH_CHECK && c->method != SRV_M_UNKNOWN) {
+        char detail[LOG_DETAIL_MAX] = "";
+        int rc = srv_auth_identify(c, detail);
+        if (rc) {
+            char *m = grpc_slice_to_c_string(c->details.method);
+            srv_auth_refused(c, rc, strrchr(m, '/') ? strrchr(m, '/') + 1 : m, "", detail);
+            gpr_free(m);
+            c->as.finished = true;
+            srv_reply_code(c, rc, detail);
+            return;
+        }
+    }
     if (c->method == SRV_M_APPEND_STREAM || c->method == SRV_M_SUBSCRIBE) {
         srv_call_list(c);
     }
@@ -655,6 +672,12 @@ void srv_on_read(struct srv_call *c, bool ok)
     }
     if (atomic_load(&c->srv->shutting_down) && c->method != SRV_M_HEALTH_CHECK) {
         srv_reply_code(c, AN_EUNAVAIL, "the server is shutting down");
+        return;
+    }
+    char adetail[LOG_DETAIL_MAX] = "";
+    int arc = srv_authorize(c, adetail);
+    if (arc) {
+        srv_reply_code(c, arc, adetail);
         return;
     }
     switch (c->method) {

@@ -26,6 +26,16 @@
 
 struct srv_call;
 struct srv_cq;
+struct srv_auth;
+struct srv_principal;
+
+/* What a grant allows (srv_auth.c). */
+enum srv_act {
+    SRV_ACT_READ = 0,
+    SRV_ACT_WRITE,
+    SRV_ACT_DELETE,
+    SRV_ACT_CONSUME,
+};
 
 /* ---- methods ---- */
 
@@ -204,6 +214,9 @@ struct srv_call {
     struct srv_sub sub;
     struct srv_vwait vw;
     struct srv_scan scan;
+    char principal[256];        /* who the call is ("" anonymous) */
+    struct srv_auth *auth;      /* the auth table it was checked with; NULL: off */
+    const struct srv_principal *who; /* its entry there */
     bool listed;                /* on its CQ's list of streaming calls */
     struct srv_call *open_prev; /* that list (under q->mu) */
     struct srv_call *open_next;
@@ -261,6 +274,10 @@ struct srv {
     pthread_t replier;
 
     gpr_timespec started_at;    /* monotonic */
+
+    /* auth (srv_auth.c): the current table, swapped by srv_reload_auth */
+    pthread_mutex_t auth_mu;
+    struct srv_auth *auth;
 
     /* projections (srv_proj.c) */
     proj_mgr *proj;
@@ -400,5 +417,30 @@ void srv_view_begin(struct srv_call *c);
 void srv_view_on_write(struct srv_call *c, bool ok);
 /* A GetView/ScanView call's CLOSE fired; CQ thread. */
 void srv_view_on_close(struct srv_call *c);
+
+/* ---- srv_auth.c: identity and grants ---- */
+
+/* Loads an auth file. 0, or AN_EINVAL/AN_ENOMEM with detail naming the
+ * entry and what was wrong. */
+int srv_auth_load(const char *path, struct srv_auth **out, char *detail);
+/* Loads cfg.auth_file again and swaps it in (SIGHUP). */
+int srv_auth_reload(struct srv *s);
+/* The current table with a reference (NULL: auth off). */
+struct srv_auth *srv_auth_get(struct srv *s);
+void srv_auth_unref(struct srv_auth *a);
+/* Sets c->principal (and c->auth, c->who): 0, or AN_EAUTH with detail. */
+int srv_auth_identify(struct srv_call *c, char *detail);
+/* Whether the call's request is allowed: 0, or AN_EPERM with detail
+ * naming the missing grant (refusal logged). After unpacking c->req. */
+int srv_authorize(struct srv_call *c, char *detail);
+/* The same for one append request (Append, each AppendStream message). */
+int srv_authorize_append(struct srv_call *c, const Annals__V1__AppendRequest *r, char *detail);
+bool srv_may_stream(const struct srv_call *c, enum srv_act act, const char *stream);
+bool srv_may_prefix(const struct srv_call *c, enum srv_act act, const char *prefix);
+bool srv_may_named(const struct srv_call *c, enum srv_act act, const char *name);
+bool srv_may_admin(const struct srv_call *c);
+/* Logs one refusal (rate-limited; never a token or a payload). */
+void srv_auth_refused(struct srv_call *c, int code, const char *method, const char *resource,
+                      const char *reason);
 
 #endif /* SRV_INT_H */

@@ -18,6 +18,7 @@
  */
 #include "srv_int.h"
 
+#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -80,6 +81,7 @@ static void call_free(struct srv_call *c)
     free(c->rs.stream);
     free(c->sub.stream);
     free(c->scan.after);
+    srv_auth_unref(c->auth);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -337,6 +339,96 @@ int srv_recv(struct srv_call *c)
 
 /* ---- start and stop ---- */
 
+/* Reads a whole (PEM) file into a NUL-terminated string; NULL on error
+ * with detail naming the file and the flag. */
+static char *read_pem(const char *path, const char *flag, char *detail)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0;
+    if (f) {
+        buf = malloc(1 << 20);
+        len = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+        fclose(f);
+    }
+    if (!buf || len == 0 || len >= (1 << 20) - 1) {
+        snprintf(detail, LOG_DETAIL_MAX, "--%s %s: cannot read it (%s)", flag, path,
+                 !f ? strerror(errno) : len ? "larger than 1 MiB" : "empty");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Whether HOST of HOST:PORT is a loopback address. */
+static bool loopback(const char *listen)
+{
+    static const char *const names[] = {"127.", "localhost:", "[::1]:", "::1:"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (strncmp(listen, names[i], strlen(names[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The server's credentials: TLS (and mTLS) from the flags, else plaintext,
+ * which a non-loopback address gets only with --insecure. */
+static int server_creds(const struct srv_cfg *cfg, grpc_server_credentials **out, char *detail)
+{
+    if (!cfg->tls_cert_file != !cfg->tls_key_file) {
+        snprintf(detail, LOG_DETAIL_MAX, "--tls-cert and --tls-key go together");
+        return AN_EINVAL;
+    }
+    if (!cfg->tls_cert_file) {
+        if (cfg->tls_client_ca_file) {
+            snprintf(detail, LOG_DETAIL_MAX, "--tls-client-ca needs --tls-cert and --tls-key");
+            return AN_EINVAL;
+        }
+        if (!loopback(cfg->listen) && !cfg->insecure) {
+            snprintf(detail, LOG_DETAIL_MAX,
+                     "refusing to serve plaintext on %s, which is not a loopback address: give "
+                     "--tls-cert and --tls-key, or --insecure to accept it",
+                     cfg->listen);
+            return AN_EINVAL;
+        }
+        *out = grpc_insecure_server_credentials_create();
+        return 0;
+    }
+    char *cert = read_pem(cfg->tls_cert_file, "tls-cert", detail);
+    char *key = cert ? read_pem(cfg->tls_key_file, "tls-key", detail) : NULL;
+    char *ca = NULL;
+    if (key && cfg->tls_client_ca_file) {
+        ca = read_pem(cfg->tls_client_ca_file, "tls-client-ca", detail);
+    }
+    if (!cert || !key || (cfg->tls_client_ca_file && !ca)) {
+        free(cert);
+        free(key);
+        return AN_EINVAL;
+    }
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    *out = grpc_ssl_server_credentials_create_ex(
+        ca, &pair, 1,
+        ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+           : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        NULL);
+    free(cert);
+    free(key);
+    free(ca);
+    if (!*out) {
+        snprintf(detail, LOG_DETAIL_MAX, "the TLS certificate or key was refused (--tls-cert %s, "
+                 "--tls-key %s)", cfg->tls_cert_file, cfg->tls_key_file);
+        return AN_EINVAL;
+    }
+    return 0;
+}
+
+int srv_reload_auth(srv *s)
+{
+    return srv_auth_reload(s);
+}
+
 static int parse_listen(const char *listen, char *detail)
 {
     const char *colon = strrchr(listen ? listen : "", ':');
@@ -380,6 +472,10 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     pthread_cond_init(&s->wcond, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcond, NULL);
+    pthread_mutex_init(&s->auth_mu, NULL);
+    if (cfg->auth_file && (rc = srv_auth_load(cfg->auth_file, &s->auth, detail))) {
+        goto out_free;
+    }
 
     snprintf(logdir, sizeof(logdir), "%s/log", cfg->data_dir);
     struct log_cfg lc = {
@@ -419,7 +515,10 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
             goto out_grpc;
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = NULL;
+    if ((rc = server_creds(&s->cfg, &creds, detail))) {
+        goto out_grpc;
+    }
     s->port = grpc_server_add_http2_port(s->server, cfg->listen, creds);
     grpc_server_credentials_release(creds);
     if (s->port == 0) {
@@ -468,6 +567,8 @@ out_grpc:
     srv_proj_free(s);
     log_close(s->log);
 out_free:
+    srv_auth_unref(s->auth);
+    pthread_mutex_destroy(&s->auth_mu);
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->wcond);
     pthread_mutex_destroy(&s->rmu);
@@ -529,6 +630,8 @@ void srv_free(srv *s)
     srv_sub_free(s);
     srv_proj_free(s);
     log_close(s->log);
+    srv_auth_unref(s->auth);
+    pthread_mutex_destroy(&s->auth_mu);
     pthread_mutex_destroy(&s->wmu);
     pthread_cond_destroy(&s->wcond);
     pthread_mutex_destroy(&s->rmu);

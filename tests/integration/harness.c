@@ -159,3 +159,21 @@ an_client *h_client(const struct harness *h)
     cr_assert_eq(an_connect(h->addr, NULL, &c), 0);
     return c;
 }
+
+int h_run_annalsd(const char *const *args, char *out, size_t cap)
+{
+    char cmd[2048];
+    size_t o = (size_t)snprintf(cmd, sizeof(cmd), "'%s'", h_annalsd_path());
+    for (int i = 0; args[i] && o < sizeof(cmd); i++) {
+        o += (size_t)snprintf(cmd + o, sizeof(cmd) - o, " '%s'", args[i]);
+    }
+    if (o < sizeof(cmd)) {
+        snprintf(cmd + o, sizeof(cmd) - o, " 2>&1");
+    }
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

@@ -38,6 +38,11 @@ void h_cleanup(struct harness *h);
 /* A fresh client of the running server (caller closes). */
 an_client *h_client(const struct harness *h);
 
+/* Runs annalsd with args (NULL-terminated) to its end and returns its exit
+ * status; what it printed (stdout and stderr) goes to out. For flags that
+ * make it exit at once. */
+int h_run_annalsd(const char *const *args, char *out, size_t cap);
+
 /* Path of build/server/annalsd (ANNALSD env, or next to the test binary). */
 const char *h_annalsd_path(void);
 

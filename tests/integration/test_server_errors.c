@@ -259,39 +259,21 @@ Test(server_errors, unknown_and_later_methods_are_unimplemented)
     cr_assert(serving);
 }
 
-/* Runs annalsd with args and returns its exit status; its stderr goes to
- * errbuf. */
-static int run_annalsd(const char *const *args, char *errbuf, size_t cap)
-{
-    char cmd[1024];
-    size_t o = (size_t)snprintf(cmd, sizeof(cmd), "'%s'", h_annalsd_path());
-    for (int i = 0; args[i]; i++) {
-        o += (size_t)snprintf(cmd + o, sizeof(cmd) - o, " '%s'", args[i]);
-    }
-    snprintf(cmd + o, sizeof(cmd) - o, " 2>&1");
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(errbuf, 1, cap - 1, p);
-    errbuf[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 Test(server_errors, bad_flags_exit_2_naming_the_flag_and_its_limit)
 {
     char out[2048];
     const char *unknown[] = {"--bogus", "1", NULL};
-    cr_assert_eq(run_annalsd(unknown, out, sizeof(out)), 2);
+    cr_assert_eq(h_run_annalsd(unknown, out, sizeof(out)), 2);
     cr_assert(strstr(out, "--bogus") != NULL, "%s", out);
     const char *small[] = {"--max-size", "10", NULL};
-    cr_assert_eq(run_annalsd(small, out, sizeof(out)), 2);
+    cr_assert_eq(h_run_annalsd(small, out, sizeof(out)), 2);
     cr_assert(strstr(out, "--max-size") != NULL && strstr(out, "1M") != NULL, "%s", out);
     const char *threads[] = {"--threads", "9999", NULL};
-    cr_assert_eq(run_annalsd(threads, out, sizeof(out)), 2);
+    cr_assert_eq(h_run_annalsd(threads, out, sizeof(out)), 2);
     cr_assert(strstr(out, "--threads") != NULL && strstr(out, "256") != NULL, "%s", out);
     const char *level[] = {"--log-level", "loud", NULL};
-    cr_assert_eq(run_annalsd(level, out, sizeof(out)), 2);
+    cr_assert_eq(h_run_annalsd(level, out, sizeof(out)), 2);
     const char *help[] = {"--help", NULL};
-    cr_assert_eq(run_annalsd(help, out, sizeof(out)), 0);
+    cr_assert_eq(h_run_annalsd(help, out, sizeof(out)), 0);
     cr_assert(strstr(out, "--listen") != NULL && strstr(out, "--max-batch") != NULL, "%s", out);
 }
