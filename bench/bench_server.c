@@ -35,6 +35,12 @@
 
 static char payload[EVENT_BYTES];
 
+/* --tls: the server's extra flags and the clients' options, once the
+ * plaintext phases are done */
+static const char *const *g_flags;
+static struct an_client_opts g_opts;
+static const struct an_client_opts *g_copts;
+
 static void die(const char *what, int rc, const char *detail)
 {
     bu_die("bench_server", what, rc, detail);
@@ -74,7 +80,7 @@ static void *unary_main(void *arg)
     an_client *c;
     char stream[32];
     struct an_error err;
-    if (an_connect(u->addr, NULL, &c)) {
+    if (an_connect(u->addr, g_copts, &c)) {
         die("connect", AN_EUNAVAIL, u->addr);
     }
     snprintf(stream, sizeof(stream), "bench-%d", u->index);
@@ -107,7 +113,7 @@ static void run_unary(const char *base, struct result *r, int clients, uint64_t 
     struct uclient *u = calloc((size_t)clients, sizeof(*u));
     pthread_t *t = calloc((size_t)clients, sizeof(*t));
     struct bu_lat all = {0};
-    bu_server_start(&s, base, NULL);
+    bu_server_start(&s, base, g_flags);
     fprintf(stderr, "bench: %s: %d clients, %llu appends\n", r->name, clients,
             (unsigned long long)total);
     double t0 = bu_now();
@@ -210,8 +216,8 @@ static void run_stream(const char *base, struct result *r, uint64_t total, uint6
     an_client *c;
     struct astate st = {.sent = calloc(total + 1, sizeof(double))};
     pthread_mutex_init(&st.mu, NULL);
-    bu_server_start(&s, base, NULL);
-    if (an_connect(s.addr, NULL, &c)) {
+    bu_server_start(&s, base, g_flags);
+    if (an_connect(s.addr, g_copts, &c)) {
         die("connect", AN_EUNAVAIL, s.addr);
     }
     fprintf(stderr, "bench: %s: %llu appends, 64 in flight\n", r->name,
@@ -346,15 +352,80 @@ static double engine_rate(const char *base, double batch, uint64_t events)
     return (double)(commits * b) / secs;
 }
 
+/* ---- TLS ---- */
+
+/* Runs A, B, C (and a read of what C wrote) again over TLS and prints them
+ * beside the plaintext figures. */
+static void run_tls(const char *base, int clients, uint64_t count, struct result **plain,
+                    const struct result *plain_read)
+{
+    char dir[300];
+    char cmd[2048];
+    static char cert[400], key[400], ca[400];
+    snprintf(dir, sizeof(dir), "%s/annals-bench-tls-XXXXXX", base);
+    if (!mkdtemp(dir)) {
+        die("mkdtemp", AN_EIO, dir);
+    }
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null && "
+             "printf 'subjectAltName=IP:127.0.0.1\\n' > srv.ext && "
+             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null && "
+             "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-out srv.pem -days 2 -extfile srv.ext 2>/dev/null",
+             dir);
+    if (system(cmd) != 0) {
+        die("making TLS certificates with openssl", AN_EIO, dir);
+    }
+    snprintf(cert, sizeof(cert), "%s/srv.pem", dir);
+    snprintf(key, sizeof(key), "%s/srv.key", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    static const char *flags[5];
+    flags[0] = "--tls-cert";
+    flags[1] = cert;
+    flags[2] = "--tls-key";
+    flags[3] = key;
+    flags[4] = NULL;
+    g_flags = flags;
+    g_opts = (struct an_client_opts){.tls_ca_file = ca};
+    g_copts = &g_opts;
+    fprintf(stderr, "bench: the write phases again over TLS (ECDSA P-256 certificate)\n");
+    struct result a = {.name = "TLS unary, 1 client"};
+    struct result b = {.name = "TLS unary, N clients"};
+    struct result c = {.name = "TLS AppendStream, 64 in flight"};
+    struct result d = {.name = "TLS ReadAll over loopback"};
+    run_unary(base, &a, 1, count / 20 < 500 ? 500 : count / 20);
+    run_unary(base, &b, clients, count);
+    run_stream(base, &c, count, 0, &d);
+    printf("\n%-32s %12s %9s %9s %14s %14s\n", "over TLS", "events/s", "p50 ms", "p99 ms",
+           "plaintext ev/s", "TLS/plaintext");
+    struct result *rs[] = {&a, &b, &c};
+    for (int i = 0; i < 3; i++) {
+        printf("%-32s %12.0f %9.3f %9.3f %14.0f %13.2fx\n", rs[i]->name, rs[i]->events_s,
+               rs[i]->p50_ms, rs[i]->p99_ms, plain[i]->events_s,
+               rs[i]->events_s / plain[i]->events_s);
+    }
+    printf("%-32s %12.0f %9s %9s %14.0f %13s\n", d.name, d.events_s, "", "", plain_read->events_s,
+           "(fewer events)");
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "bench_server: could not remove %s\n", dir);
+    }
+}
+
 /* ---- main ---- */
 
 static void usage(void)
 {
-    printf("usage: bench_server [--quick] [--clients N] [--count N] [--read N] [--dir DIR]\n"
+    printf("usage: bench_server [--quick] [--clients N] [--count N] [--read N] [--dir DIR] "
+           "[--tls]\n"
            "  --clients N  concurrent unary clients in phase B (default 64)\n"
            "  --count N    appends per write phase (default 60000; A uses N/20)\n"
            "  --read N     events read back by ReadAll (default 1000000)\n"
            "  --dir DIR    where temp data dirs go (default /var/tmp)\n"
+           "  --tls        then the same write phases and a read over TLS (certificates made\n"
+           "               with the openssl command), with the ratio TLS / plaintext\n"
            "  --quick      tiny sizes, for a smoke run\n");
 }
 
@@ -364,6 +435,7 @@ int main(int argc, char **argv)
     uint64_t count = 60000;
     uint64_t read_n = 1000000;
     const char *base = "/var/tmp";
+    bool tls = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--quick") == 0) {
@@ -382,6 +454,8 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--dir") == 0 && v) {
             base = v;
             i++;
+        } else if (strcmp(argv[i], "--tls") == 0) {
+            tls = true;
         } else {
             usage();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -425,5 +499,8 @@ int main(int argc, char **argv)
            b.events_s / eb, c.events_s, a.p50_ms, d.events_s);
     printf("(N = %d clients; %llu appends per write phase; %d-byte events)\n", clients,
            (unsigned long long)count, EVENT_BYTES);
+    if (tls) {
+        run_tls(base, clients, count, rs, &d);
+    }
     return 0;
 }
