@@ -4,10 +4,13 @@
  *
  * All flags live in one table (name, kind, default, min, max, help);
  * --help is generated from it and a bad value names the flag and its
- * limit. SIGINT and SIGTERM are blocked before gRPC starts its threads, so
- * only the main thread takes them (sigwait). The first one shuts down
- * gracefully (srv_shutdown); a second one exits at once, which is safe
- * because LMDB needs no recovery.
+ * limit; --config FILE takes the same names, one 'flag = value' per line,
+ * and the command line wins over it. SIGINT, SIGTERM and SIGHUP are
+ * blocked before gRPC starts its threads, so only the main thread takes
+ * them (sigwait). The first SIGINT or SIGTERM shuts down gracefully
+ * (srv_shutdown); a second one exits at once, which is safe because LMDB
+ * needs no recovery. SIGHUP reloads the log level from --config and the
+ * auth file.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -63,11 +66,14 @@ static const struct flag flags[] = {
     {"insecure", FLAG_BOOL, "", 0, 0, "allow plaintext on a non-loopback address"},
     {"auth", FLAG_STRING, "", 0, 0, "JSON file of principals and grants (SIGHUP reloads)"},
     {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
+    {"config", FLAG_STRING, "", 0, 0,
+     "file of 'flag = value' lines (these names; # comments); the command line wins"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
 struct opts {
     const char *val[N_FLAGS];
+    bool from_file[N_FLAGS];    /* the value came from --config */
 };
 
 static void usage(FILE *f)
@@ -202,6 +208,82 @@ static int parse(int argc, char **argv, struct opts *o)
     return 0;
 }
 
+/* Trims spaces at both ends, in place. */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) {
+        s[--n] = '\0';
+    }
+    return s;
+}
+
+/*
+ * Reads --config: 'name = value' per line, names as on the command line
+ * without the dashes, '#' starts a comment line; a boolean flag takes true
+ * or false. Values set on the command line are kept; those from an earlier
+ * read of the file are replaced. 0, or -1 with a message
+ * naming the file, the line and what was wrong.
+ */
+static int read_config(const char *path, struct opts *o)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "annalsd: --config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int no = 0;
+    int rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        no++;
+        char *l = trim(line);
+        if (!l[0] || l[0] == '#') {
+            continue;
+        }
+        char *eq = strchr(l, '=');
+        if (!eq) {
+            fprintf(stderr, "annalsd: %s:%d: want 'flag = value'\n", path, no);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(l);
+        char *val = trim(eq + 1);
+        size_t k = flag_index(name);
+        if (k == N_FLAGS || strcmp(name, "config") == 0) {
+            fprintf(stderr, "annalsd: %s:%d: unknown flag '%s' (see --help)\n", path, no, name);
+            rc = -1;
+            break;
+        }
+        if (o->val[k] && !o->from_file[k]) {
+            continue; /* the command line wins */
+        }
+        if (flags[k].kind == FLAG_BOOL) {
+            if (strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
+                fprintf(stderr, "annalsd: %s:%d: %s: want true or false\n", path, no, name);
+                rc = -1;
+                break;
+            }
+            o->val[k] = strcmp(val, "true") == 0 ? "1" : NULL;
+            o->from_file[k] = true;
+            continue;
+        }
+        char *copy = strdup(val);
+        if (!copy) {
+            rc = -1;
+            break;
+        }
+        o->val[k] = copy; /* lives as long as the process */
+        o->from_file[k] = true;
+    }
+    fclose(f);
+    return rc;
+}
+
 static const char *flag_str(const struct opts *o, const char *name)
 {
     size_t i = flag_index(name);
@@ -282,14 +364,43 @@ static void *second_signal(void *arg)
     return NULL;
 }
 
+/* SIGHUP: what can change live (the log level from --config, the auth
+ * file), and a line saying what was reloaded. */
+static void reload(struct opts *o, srv *s)
+{
+    const char *config = o->val[flag_index("config")];
+    const char *level = "unchanged";
+    if (config) {
+        if (read_config(config, o) == 0 && say_set_level(flag_str(o, "log-level")) == 0) {
+            level = flag_str(o, "log-level");
+        } else {
+            level = "refused";
+        }
+    }
+    const char *auth = "off";
+    if (srv_config(s)->auth_file) {
+        auth = srv_reload_auth(s) ? "refused (the previous one stays)" : "reloaded";
+    }
+    say_info("main", "msg=\"SIGHUP\" config=%s log_level=\"%s\" auth=\"%s\"",
+             config ? config : "none", level, auth);
+}
+
 int main(int argc, char **argv)
 {
-    struct opts o = {{0}};
+    struct opts o;
+    memset(&o, 0, sizeof(o));
     struct srv_cfg cfg;
     char detail[LOG_DETAIL_MAX] = "";
     srv *s = NULL;
 
-    if (parse(argc, argv, &o) || build_cfg(&o, &cfg)) {
+    if (parse(argc, argv, &o)) {
+        return 2;
+    }
+    const char *config = o.val[flag_index("config")];
+    if (config && read_config(config, &o)) {
+        return 2;
+    }
+    if (build_cfg(&o, &cfg)) {
         return 2;
     }
     if (mkdir(cfg.data_dir, 0755) != 0 && errno != EEXIST) {
@@ -314,10 +425,12 @@ int main(int argc, char **argv)
     }
     say_info("main",
              "msg=\"started\" version=%s data=%s listen=%s port=%d max_size=%llu "
-             "max_event=%u max_request=%u threads=%u max_batch=%u pid=%d",
+             "max_event=%u max_request=%u threads=%u max_batch=%u tls=%s auth=%s pid=%d",
              ANNALSD_VERSION, cfg.data_dir, cfg.listen, srv_port(s),
              (unsigned long long)cfg.max_size_bytes, cfg.max_event_bytes, cfg.max_request_bytes,
-             srv_config(s)->threads, cfg.max_batch, (int)getpid());
+             srv_config(s)->threads, cfg.max_batch,
+             cfg.tls_client_ca_file ? "mtls" : cfg.tls_cert_file ? "on" : "off",
+             cfg.auth_file ? "on" : "off", (int)getpid());
 
     int sig = 0;
     for (;;) {
@@ -325,7 +438,7 @@ int main(int argc, char **argv)
         siginfo_t si;
         sig = sigtimedwait(&stop_signals, &si, &t);
         if (sig == SIGHUP) {
-            srv_reload_auth(s);
+            reload(&o, s);
             continue;
         }
         if (sig > 0) {

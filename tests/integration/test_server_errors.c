@@ -277,3 +277,39 @@ Test(server_errors, bad_flags_exit_2_naming_the_flag_and_its_limit)
     cr_assert_eq(h_run_annalsd(help, out, sizeof(out)), 0);
     cr_assert(strstr(out, "--listen") != NULL && strstr(out, "--max-batch") != NULL, "%s", out);
 }
+
+/* --config: the same names and limits as the flags; the command line wins. */
+Test(server_errors, config_file_takes_the_flags_and_the_command_line_wins)
+{
+    char path[300];
+    char out[2048];
+    snprintf(path, sizeof(path), "%s/annalsd.conf", h.dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# a comment\n\nmax-batch = 7\nmax-size = 10\n");
+    fclose(f);
+    const char *over[] = {"--config", path, "--data", h.dir, NULL};
+    cr_assert_eq(h_run_annalsd(over, out, sizeof(out)), 2);
+    cr_assert(strstr(out, "--max-size") != NULL && strstr(out, "1M") != NULL, "%s", out);
+
+    f = fopen(path, "w");
+    fprintf(f, "max-batch = 7\nbogus = 1\n");
+    fclose(f);
+    cr_assert_eq(h_run_annalsd(over, out, sizeof(out)), 2);
+    cr_assert(strstr(out, "annalsd.conf:2") != NULL && strstr(out, "bogus") != NULL, "%s", out);
+
+    /* a valid file, one flag of it overridden on the command line */
+    f = fopen(path, "w");
+    fprintf(f, "max-batch = 7\nmax-event = 2M\n");
+    fclose(f);
+    h_stop(&h);
+    struct harness h2;
+    const char *flags[] = {"--config", path, "--max-batch", "9", NULL};
+    h_start(&h2, flags);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "grep -q 'msg=\"started\".*max_batch=9 ' %s/annalsd.log", h2.dir);
+    cr_assert_eq(system(cmd), 0, "the command line did not win");
+    snprintf(cmd, sizeof(cmd), "grep -q 'msg=\"started\".*max_event=2097152 ' %s/annalsd.log",
+             h2.dir);
+    cr_assert_eq(system(cmd), 0, "the file's max-event was not applied");
+    h_cleanup(&h2);
+}
