@@ -57,6 +57,40 @@ enum srv_method {
     SRV_M_PROJ_DELETE,
     SRV_M_HEALTH_CHECK,
 };
+#define SRV_M_COUNT (SRV_M_HEALTH_CHECK + 1) /* how many there are */
+
+/* ---- metrics (srv_metrics.c) ---- */
+
+#define SRV_HIST_MAX 16         /* buckets, +Inf included */
+#define SRV_STATUS_COUNT 17     /* gRPC status codes 0..16 */
+
+/* A Prometheus-shaped histogram: bucket[i] counts values <= bounds[i]
+ * (not cumulative; bucket[n] is +Inf), sum in 1/sum_scale units. */
+struct srv_hist {
+    const double *bounds;
+    unsigned n;
+    double sum_scale;
+    atomic_ullong bucket[SRV_HIST_MAX];
+    atomic_ullong count;
+    atomic_ullong sum;
+};
+
+struct srv_metrics {
+    struct srv_hist commit_seconds;  /* the writer's commit (with its sync) */
+    struct srv_hist batch_size;      /* requests per group commit */
+    atomic_ullong syncs;             /* fdatasyncs of the log (2 per durable commit) */
+    atomic_ullong calls[SRV_M_COUNT][SRV_STATUS_COUNT]; /* finished calls */
+    struct srv_hist call_seconds[SRV_M_COUNT];
+};
+
+void srv_metrics_init(struct srv_metrics *m);
+void srv_hist_observe(struct srv_hist *h, double v);
+/* Counts a call's end with its status and duration (srv_reply). */
+void srv_metrics_call_done(struct srv_call *c, grpc_status_code status);
+/* "annals.v1.Commands/Append", ... */
+const char *srv_method_name(enum srv_method m);
+/* "OK", "CANCELLED", ... */
+const char *srv_status_name(unsigned status);
 
 /* ---- tags: what a completion is about ---- */
 
@@ -201,6 +235,7 @@ struct srv_call {
     atomic_int refs;
     enum srv_method method;
     gpr_timespec deadline;      /* monotonic; gpr_inf_future when none */
+    gpr_timespec started;       /* monotonic, when it arrived */
     struct srv_tag t_new;
     struct srv_tag t_read;
     struct srv_tag t_write;
@@ -293,6 +328,8 @@ struct srv {
     struct srv_fanout *fans;    /* one per CQ thread */
     atomic_ullong sub_hint;     /* the head last published to the fans */
     atomic_uint sub_active;     /* Subscribe calls open */
+
+    struct srv_metrics metrics;
 
     /* statistics (writer thread writes, stats line reads) */
     atomic_ullong st_appends;

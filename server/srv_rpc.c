@@ -166,6 +166,7 @@ static void on_new(struct srv_call *c, bool ok)
     }
     atomic_store(&c->refs, 2); /* CLOSE batch + reply chain */
     c->method = method_of(c->details.method);
+    c->started = gpr_now(GPR_CLOCK_MONOTONIC);
     c->deadline = gpr_convert_clock_type(c->details.deadline, GPR_CLOCK_MONOTONIC);
 
     grpc_op op = {.op = GRPC_OP_RECV_CLOSE_ON_SERVER};
@@ -281,6 +282,7 @@ void srv_reply(struct srv_call *c, grpc_byte_buffer *bb, grpc_status_code status
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = bb;
     }
+    srv_metrics_call_done(c, status);
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = status;
     ops[n].data.send_status_from_server.status_details = status == GRPC_STATUS_OK ? NULL : &det;
@@ -473,6 +475,7 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcond, NULL);
     pthread_mutex_init(&s->auth_mu, NULL);
+    srv_metrics_init(&s->metrics);
     if (cfg->auth_file && (rc = srv_auth_load(cfg->auth_file, &s->auth, detail))) {
         goto out_free;
     }

@@ -224,6 +224,7 @@ static void *writer_main(void *arg)
             /* idle: make the last commit durable and answer it now */
             pthread_mutex_unlock(&s->wmu);
             int rc = log_sync(s->log);
+            atomic_fetch_add(&s->metrics.syncs, 1);
             if (rc) {
                 say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
                 fail_list(s, pending, AN_EIO, "the commit could not be made durable");
@@ -285,8 +286,15 @@ static void *writer_main(void *arg)
         uint64_t seq = 0;
         /* nothing else waiting: make this commit durable by itself (LMDB's
          * default two syncs) rather than commit now and sync after */
+        gpr_timespec c0 = gpr_now(GPR_CLOCK_MONOTONIC);
         int rc = alone ? log_commit_durable(s->log, ops, m, &seq)
                        : log_commit(s->log, ops, m, &seq);
+        if (seq) {
+            gpr_timespec cd = gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), c0);
+            srv_hist_observe(&s->metrics.commit_seconds, (double)gpr_timespec_to_micros(cd) / 1e6);
+            srv_hist_observe(&s->metrics.batch_size, (double)m);
+            atomic_fetch_add(&s->metrics.syncs, alone ? 2 : 1);
+        }
         if (rc) {
             say_error("writer", "msg=\"commit failed\" err=%s batch=%zu", an_errname(rc), m);
         }
