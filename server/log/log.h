@@ -387,6 +387,20 @@ struct log_stream_info {
 int log_get_stream(log_reader *rd, const char *stream, uint64_t as_of,
                    struct log_stream_info *out);
 
+/*
+ * log_list_streams - the streams whose names start with `prefix` (NULL or
+ * "": all) and sort after `after` (NULL or "": from the first), in byte
+ * order, at most `limit` (0: no limit), each with its facts as of the
+ * reader's head (names first written after it are left out). fn returns
+ * false to stop. *more (optional): whether another may follow the limit.
+ * The name handed to fn is NUL-terminated and borrowed for the call.
+ * Returns 0, AN_EIO, AN_ECORRUPT.
+ */
+typedef bool (*log_stream_fn)(void *arg, const char *name, size_t len,
+                              const struct log_stream_info *info);
+int log_list_streams(log_reader *rd, const char *prefix, const char *after, unsigned limit,
+                     log_stream_fn fn, void *arg, bool *more);
+
 /* ---- helpers shared with the server ---- */
 
 /*

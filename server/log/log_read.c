@@ -615,3 +615,74 @@ out:
     log_reader_close(rd);
     return rc;
 }
+
+int log_list_streams(log_reader *rd, const char *prefix, const char *after, unsigned limit,
+                     log_stream_fn fn, void *arg, bool *more)
+{
+    assert(rd->active);
+    size_t plen = prefix ? strlen(prefix) : 0;
+    size_t alen = after ? strlen(after) : 0;
+    MDB_cursor *cur;
+    MDB_val k;
+    MDB_val v;
+    unsigned n = 0;
+    bool go = true;
+    if (more) {
+        *more = false;
+    }
+    int mrc = mdb_cursor_open(rd->txn, rd->env->dbi_streams, &cur);
+    if (mrc) {
+        return log__from_mdb(mrc, "opening a cursor on streams", rd->detail);
+    }
+    /* start at the later of the prefix and the key after `after` */
+    bool skip_after = false;
+    size_t common = alen < plen ? alen : plen;
+    int cmp = common ? memcmp(after, prefix, common) : 0;
+    if (cmp == 0) {
+        cmp = alen < plen ? -1 : alen > plen;
+    }
+    if (alen && cmp >= 0) {
+        k = (MDB_val){alen, (void *)after};
+        skip_after = true;
+    } else {
+        k = (MDB_val){plen, (void *)(plen ? prefix : "")};
+    }
+    mrc = k.mv_size ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+                    : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    int rc = 0;
+    while (mrc == 0 && go) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) {
+            break; /* past the prefix */
+        }
+        if (skip_after && k.mv_size == alen && memcmp(k.mv_data, after, alen) == 0) {
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
+        }
+        if (limit && n == limit) {
+            if (more) {
+                *more = true;
+            }
+            break;
+        }
+        char name[LOG_NAME_MAX + 1];
+        size_t len = k.mv_size > LOG_NAME_MAX ? LOG_NAME_MAX : k.mv_size;
+        memcpy(name, k.mv_data, len);
+        name[len] = '\0';
+        struct log_stream_info info;
+        rc = memchr(name, '\0', len) ? AN_ENOTFOUND : log_get_stream(rd, name, rd->head, &info);
+        if (rc == AN_ENOTFOUND || rc == AN_EINVAL) {
+            rc = 0; /* not written as of this snapshot, or not listable */
+        } else if (rc) {
+            break;
+        } else {
+            n++;
+            go = fn(arg, name, len, &info);
+        }
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (!rc && mrc && mrc != MDB_NOTFOUND) {
+        rc = log__from_mdb(mrc, "listing streams", rd->detail);
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}

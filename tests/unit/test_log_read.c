@@ -26,6 +26,7 @@ TestSuite(log_as_of, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 TestSuite(log_durability, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 TestSuite(log_concurrency, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 TestSuite(log_verify, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
+TestSuite(log_list_streams, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 TestSuite(log_open, .timeout = 60);
 TestSuite(log_codec, .timeout = 60);
 
@@ -1475,4 +1476,78 @@ Test(log_codec, event_peek_reads_a_packed_recorded_event)
     memset(junk, 0xff, sizeof(junk));
     cr_assert_eq(log_event_peek(junk, sizeof(junk), &ev), AN_ECORRUPT);
     free(buf);
+}
+
+/* ---- listing streams ---- */
+
+struct listed {
+    char names[16][32];
+    uint64_t counts[16];
+    size_t n;
+};
+
+static bool on_stream(void *arg, const char *name, size_t len, const struct log_stream_info *info)
+{
+    struct listed *l = arg;
+    cr_assert_lt(l->n, 16);
+    cr_assert_eq(strlen(name), len);
+    snprintf(l->names[l->n], sizeof(l->names[0]), "%s", name);
+    l->counts[l->n++] = info->event_count;
+    return true;
+}
+
+static struct listed list(const char *prefix, const char *after, unsigned limit, bool *more)
+{
+    struct listed l = {0};
+    cr_assert_eq(log_reader_begin(fx.rd), 0);
+    int rc = log_list_streams(fx.rd, prefix, after, limit, on_stream, &l, more);
+    log_reader_end(fx.rd);
+    cr_assert_eq(rc, 0, "%s", an_errname(rc));
+    return l;
+}
+
+Test(log_list_streams, lists_by_prefix_in_order_and_pages_with_after)
+{
+    fx_put("orders-2", 2, "T");
+    fx_put("orders-1", 1, "T");
+    fx_put("payments-1", 3, "T");
+    fx_put("orders-10", 1, "T");
+    fx_put("order", 1, "T");
+    bool more = true;
+    struct listed l = list("orders-", NULL, 0, &more);
+    cr_assert_eq(l.n, 3);
+    cr_assert_str_eq(l.names[0], "orders-1");
+    cr_assert_str_eq(l.names[1], "orders-10");
+    cr_assert_str_eq(l.names[2], "orders-2");
+    cr_assert_eq(l.counts[2], 2);
+    cr_assert(!more);
+    /* pages of two */
+    l = list("orders-", NULL, 2, &more);
+    cr_assert_eq(l.n, 2);
+    cr_assert(more);
+    l = list("orders-", "orders-10", 2, &more);
+    cr_assert_eq(l.n, 1);
+    cr_assert_str_eq(l.names[0], "orders-2");
+    cr_assert(!more);
+    /* `after` below the prefix starts at the prefix; above it, after it */
+    l = list("orders-", "a", 0, NULL);
+    cr_assert_eq(l.n, 3);
+    l = list("orders-", "orders-0zzz", 0, NULL);
+    cr_assert_eq(l.n, 3);
+    /* everything, including the server-owned ones there are none of here */
+    l = list(NULL, NULL, 0, NULL);
+    cr_assert_eq(l.n, 5);
+    cr_assert_str_eq(l.names[0], "order");
+    cr_assert_str_eq(l.names[4], "payments-1");
+    cr_assert_eq(l.counts[4], 3);
+}
+
+Test(log_list_streams, a_deleted_stream_is_listed_with_no_visible_events)
+{
+    fx_put("gone-1", 2, "T");
+    struct fx_op o;
+    fx_delete("gone-1", false, FX_EXPECT_ANY, 0, &o, 0);
+    struct listed l = list("gone-", NULL, 0, NULL);
+    cr_assert_eq(l.n, 1);
+    cr_assert_eq(l.counts[0], 0);
 }
