@@ -26,7 +26,7 @@
 #include "say.h"
 #include "srv.h"
 
-#define ANNALSD_VERSION "0.1.0"
+#define ANNALSD_VERSION SRV_VERSION
 #define STATS_EVERY_S 10
 
 /* ---- flags ---- */
@@ -65,6 +65,8 @@ static const struct flag flags[] = {
     {"tls-client-ca", FLAG_STRING, "", 0, 0, "PEM CA: require and verify client certificates"},
     {"insecure", FLAG_BOOL, "", 0, 0, "allow plaintext on a non-loopback address"},
     {"auth", FLAG_STRING, "", 0, 0, "JSON file of principals and grants (SIGHUP reloads)"},
+    {"http", FLAG_STRING, "", 0, 0,
+     "HOST:PORT for /metrics, the admin page and /api/ (off unless given)"},
     {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
     {"config", FLAG_STRING, "", 0, 0,
      "file of 'flag = value' lines (these names; # comments); the command line wins"},
@@ -338,6 +340,8 @@ static int build_cfg(const struct opts *o, struct srv_cfg *cfg)
     cfg->tls_key_file = tk[0] ? tk : NULL;
     cfg->tls_client_ca_file = ca[0] ? ca : NULL;
     cfg->auth_file = au[0] ? au : NULL;
+    const char *hl = flag_str(o, "http");
+    cfg->http_listen = hl[0] ? hl : NULL;
     cfg->insecure = flag_str(o, "insecure")[0] != '\0';
     if (say_set_level(flag_str(o, "log-level"))) {
         fprintf(stderr, "annalsd: --log-level '%s': want debug, info, warn or error\n",
@@ -425,12 +429,13 @@ int main(int argc, char **argv)
     }
     say_info("main",
              "msg=\"started\" version=%s data=%s listen=%s port=%d max_size=%llu "
-             "max_event=%u max_request=%u threads=%u max_batch=%u tls=%s auth=%s pid=%d",
+             "max_event=%u max_request=%u threads=%u max_batch=%u tls=%s auth=%s http_port=%d "
+             "pid=%d",
              ANNALSD_VERSION, cfg.data_dir, cfg.listen, srv_port(s),
              (unsigned long long)cfg.max_size_bytes, cfg.max_event_bytes, cfg.max_request_bytes,
              srv_config(s)->threads, cfg.max_batch,
              cfg.tls_client_ca_file ? "mtls" : cfg.tls_cert_file ? "on" : "off",
-             cfg.auth_file ? "on" : "off", (int)getpid());
+             cfg.auth_file ? "on" : "off", srv_http_port(s), (int)getpid());
 
     int sig = 0;
     for (;;) {

@@ -15,6 +15,8 @@
 
 typedef struct srv srv;
 
+#define SRV_VERSION "0.1.0"
+
 struct srv_cfg {
     const char *data_dir;       /* the log lives in DATA/log */
     const char *listen;         /* "host:port"; port 0: any free port */
@@ -31,6 +33,7 @@ struct srv_cfg {
     const char *tls_client_ca_file; /* PEM: require and verify client certs */
     bool insecure;              /* plaintext on a non-loopback address */
     const char *auth_file;      /* JSON principals and grants; NULL: auth off */
+    const char *http_listen;    /* metrics and admin page "host:port"; NULL: off */
 };
 
 /*
@@ -46,6 +49,9 @@ const struct srv_cfg *srv_config(const srv *s);
 
 /* srv_port - the port the server listens on (useful with port 0). */
 int srv_port(const srv *s);
+
+/* srv_http_port - the --http port (0: off). */
+int srv_http_port(const srv *s);
 
 /*
  * srv_shutdown - health turns NOT_SERVING, no new calls are taken, appends

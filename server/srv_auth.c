@@ -449,8 +449,8 @@ bool srv_may_admin(const struct srv_call *c)
 
 /* ---- refusals ---- */
 
-void srv_auth_refused(struct srv_call *c, int code, const char *method, const char *resource,
-                      const char *reason)
+void srv_auth_refused(const char *principal, int code, const char *method,
+                      const char *resource, const char *reason)
 {
     static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     static int64_t window;
@@ -478,7 +478,7 @@ void srv_auth_refused(struct srv_call *c, int code, const char *method, const ch
     }
     char who[80];
     char res[160];
-    log_percent_encode(who, sizeof(who), c->principal, strlen(c->principal));
+    log_percent_encode(who, sizeof(who), principal, strlen(principal));
     log_percent_encode(res, sizeof(res), resource ? resource : "", resource ? strlen(resource) : 0);
     say_warn("auth", "msg=\"refused\" status=%s principal=\"%s\" method=%s resource=\"%s\" "
              "reason=\"%s\" suppressed=%u",
@@ -495,7 +495,7 @@ static int deny(struct srv_call *c, const char *method, const char *grant, const
     char r[160];
     log_percent_encode(r, sizeof(r), res, strlen(res));
     snprintf(detail, LOG_DETAIL_MAX, "permission denied: needs grant '%s%s'", grant, r);
-    srv_auth_refused(c, AN_EPERM, method, res, "no grant");
+    srv_auth_refused(c->principal, AN_EPERM, method, res, "no grant");
     return AN_EPERM;
 }
 
@@ -508,7 +508,7 @@ static int check_filter(struct srv_call *c, const char *method, const Annals__V1
         snprintf(detail, LOG_DETAIL_MAX,
                  "permission denied: reading every stream includes the server-owned '$' ones "
                  "and needs 'admin'; give filter.stream_prefixes your read grants cover");
-        srv_auth_refused(c, AN_EPERM, method, "stream:", "every stream");
+        srv_auth_refused(c->principal, AN_EPERM, method, "stream:", "every stream");
         return AN_EPERM;
     }
     for (size_t i = 0; i < n; i++) {
@@ -610,4 +610,37 @@ int srv_authorize_append(struct srv_call *c, const Annals__V1__AppendRequest *r,
         }
     }
     return 0;
+}
+
+int srv_auth_http(struct srv *s, const char *authorization, const char *url, char *detail)
+{
+    struct srv_auth *a = srv_auth_get(s);
+    if (!a) {
+        return 0;
+    }
+    const struct srv_principal *found = NULL;
+    if (authorization && strncasecmp(authorization, "Bearer ", 7) == 0) {
+        uint8_t h[32];
+        unsigned hl = 0;
+        EVP_Digest(authorization + 7, strlen(authorization + 7), h, &hl, EVP_sha256(), NULL);
+        for (size_t i = 0; i < a->n; i++) {
+            bool eq = a->p[i].has_token && CRYPTO_memcmp(a->p[i].token_hash, h, 32) == 0;
+            if (eq && !found) {
+                found = &a->p[i];
+            }
+        }
+    }
+    int rc = 0;
+    if (!found) {
+        snprintf(detail, LOG_DETAIL_MAX,
+                 "authentication required: 'Authorization: Bearer TOKEN' of an admin principal");
+        srv_auth_refused("", AN_EAUTH, "http", url, "no known token");
+        rc = AN_EAUTH;
+    } else if (!found->admin) {
+        snprintf(detail, LOG_DETAIL_MAX, "permission denied: needs grant 'admin'");
+        srv_auth_refused(found->name, AN_EPERM, "http", url, "no grant");
+        rc = AN_EPERM;
+    }
+    srv_auth_unref(a);
+    return rc;
 }

@@ -600,7 +600,8 @@ void srv_on_new(struct srv_call *c)
         int rc = srv_auth_identify(c, detail);
         if (rc) {
             char *m = grpc_slice_to_c_string(c->details.method);
-            srv_auth_refused(c, rc, strrchr(m, '/') ? strrchr(m, '/') + 1 : m, "", detail);
+            srv_auth_refused(c->principal, rc, strrchr(m, '/') ? strrchr(m, '/') + 1 : m, "",
+                             detail);
             gpr_free(m);
             c->as.finished = true;
             srv_reply_code(c, rc, detail);

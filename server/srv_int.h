@@ -26,6 +26,9 @@
 
 struct srv_call;
 struct srv_cq;
+struct MHD_Daemon;
+
+#define SRV_RATE_POINTS 60      /* 10 minutes of stats lines */
 struct srv_auth;
 struct srv_principal;
 
@@ -331,6 +334,20 @@ struct srv {
 
     struct srv_metrics metrics;
 
+    /* --http (srv_http.c) */
+    struct MHD_Daemon *http;
+    int http_port;
+    log_reader *http_rd;        /* its thread's reader, under http_mu */
+    pthread_mutex_t http_mu;
+    /* events/s per stats line (10 s), the last SRV_RATE_POINTS, under rate_mu */
+    pthread_mutex_t rate_mu;
+    struct srv_rate {
+        double at_s;            /* seconds since start */
+        double events_per_s;
+    } rate[SRV_RATE_POINTS];
+    unsigned rate_n;
+    unsigned rate_i;            /* where the next one goes */
+
     /* statistics (writer thread writes, stats line reads) */
     atomic_ullong st_appends;
     atomic_ullong st_events;
@@ -477,7 +494,18 @@ bool srv_may_prefix(const struct srv_call *c, enum srv_act act, const char *pref
 bool srv_may_named(const struct srv_call *c, enum srv_act act, const char *name);
 bool srv_may_admin(const struct srv_call *c);
 /* Logs one refusal (rate-limited; never a token or a payload). */
-void srv_auth_refused(struct srv_call *c, int code, const char *method, const char *resource,
-                      const char *reason);
+void srv_auth_refused(const char *principal, int code, const char *method,
+                      const char *resource, const char *reason);
+/* --http: 0 when auth is off or the Authorization header carries an admin
+ * principal's bearer token; else AN_EAUTH or AN_EPERM with detail. */
+int srv_auth_http(struct srv *s, const char *authorization, const char *url, char *detail);
+
+/* ---- srv_http.c: metrics, the admin page ---- */
+
+int srv_http_start(struct srv *s, char *detail);
+void srv_http_stop(struct srv *s);
+void srv_http_free(struct srv *s);
+/* Whether HOST of HOST:PORT is a loopback address (srv_rpc.c). */
+bool srv_loopback(const char *listen);
 
 #endif /* SRV_INT_H */

@@ -363,8 +363,7 @@ static char *read_pem(const char *path, const char *flag, char *detail)
     return buf;
 }
 
-/* Whether HOST of HOST:PORT is a loopback address. */
-static bool loopback(const char *listen)
+bool srv_loopback(const char *listen)
 {
     static const char *const names[] = {"127.", "localhost:", "[::1]:", "::1:"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -388,7 +387,7 @@ static int server_creds(const struct srv_cfg *cfg, grpc_server_credentials **out
             snprintf(detail, LOG_DETAIL_MAX, "--tls-client-ca needs --tls-cert and --tls-key");
             return AN_EINVAL;
         }
-        if (!loopback(cfg->listen) && !cfg->insecure) {
+        if (!srv_loopback(cfg->listen) && !cfg->insecure) {
             snprintf(detail, LOG_DETAIL_MAX,
                      "refusing to serve plaintext on %s, which is not a loopback address: give "
                      "--tls-cert and --tls-key, or --insecure to accept it",
@@ -530,6 +529,9 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         rc = AN_EINVAL;
         goto out_grpc;
     }
+    if ((rc = srv_http_start(s, detail))) {
+        goto out_grpc;
+    }
     if ((rc = srv_proj_start(s, detail))) {
         goto out_grpc;
     }
@@ -568,6 +570,8 @@ out_grpc:
     srv_sub_free(s);
     srv_proj_stop(s);
     srv_proj_free(s);
+    srv_http_stop(s);
+    srv_http_free(s);
     log_close(s->log);
 out_free:
     srv_auth_unref(s->auth);
@@ -595,6 +599,7 @@ void srv_shutdown(srv *s, int grace_ms)
     struct srv_tag tag = {NULL, SRV_TAG_SHUTDOWN};
     atomic_store(&s->shutting_down, true);
     say_info("server", "msg=\"shutting down\" grace_ms=%d", grace_ms);
+    srv_http_stop(s);
     srv_writer_stop(s);
     srv_sub_stop(s);
     srv_proj_stop(s);
@@ -632,6 +637,7 @@ void srv_free(srv *s)
     free(s->cqs);
     srv_sub_free(s);
     srv_proj_free(s);
+    srv_http_free(s);
     log_close(s->log);
     srv_auth_unref(s->auth);
     pthread_mutex_destroy(&s->auth_mu);
@@ -668,6 +674,14 @@ void srv_log_stats(srv *s)
         secs = 1;
     }
     double batch = c > last_commits ? (double)(b - last_batched) / (double)(c - last_commits) : 0;
+    pthread_mutex_lock(&s->rate_mu);
+    s->rate[s->rate_i] = (struct srv_rate){
+        .at_s = (double)gpr_timespec_to_micros(gpr_time_sub(now, s->started_at)) / 1e6,
+        .events_per_s = (double)(e - last_events) / secs,
+    };
+    s->rate_i = (s->rate_i + 1) % SRV_RATE_POINTS;
+    s->rate_n += s->rate_n < SRV_RATE_POINTS;
+    pthread_mutex_unlock(&s->rate_mu);
     say_info("stats",
              "appends_per_s=%.0f events_per_s=%.0f commits_per_s=%.0f mean_batch=%.1f "
              "head=%llu readers=%u subscriptions=%u used_bytes=%llu map_bytes=%llu",
