@@ -19,9 +19,9 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler python3-protobuf
   libgrpc-dev libjansson-dev
-  libssl-dev
+  libssl-dev libmicrohttpd-dev
   libcriterion-dev
-  openssl
+  openssl chromium
 )
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
