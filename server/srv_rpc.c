@@ -517,8 +517,25 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
             goto out_grpc;
         }
     }
+    /* Everything that can fail starts before the listener is added: gRPC
+     * refuses to destroy a server with listeners that never shut down. */
     grpc_server_credentials *creds = NULL;
     if ((rc = server_creds(&s->cfg, &creds, detail))) {
+        goto out_grpc;
+    }
+    if ((rc = srv_proj_start(s, detail)) || (rc = srv_http_start(s, detail))) {
+        grpc_server_credentials_release(creds);
+        goto out_grpc;
+    }
+    if ((rc = srv_sub_start(s))) {
+        grpc_server_credentials_release(creds);
+        snprintf(detail, LOG_DETAIL_MAX, "cannot start the fan-out thread");
+        goto out_grpc;
+    }
+    if ((rc = srv_writer_start(s))) {
+        grpc_server_credentials_release(creds);
+        snprintf(detail, LOG_DETAIL_MAX, "cannot start the writer thread");
+        srv_sub_stop(s);
         goto out_grpc;
     }
     s->port = grpc_server_add_http2_port(s->server, cfg->listen, creds);
@@ -526,22 +543,9 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     if (s->port == 0) {
         snprintf(detail, LOG_DETAIL_MAX, "cannot listen on %s (address in use or invalid)",
                  cfg->listen);
-        rc = AN_EINVAL;
-        goto out_grpc;
-    }
-    if ((rc = srv_http_start(s, detail))) {
-        goto out_grpc;
-    }
-    if ((rc = srv_proj_start(s, detail))) {
-        goto out_grpc;
-    }
-    if ((rc = srv_sub_start(s))) {
-        snprintf(detail, LOG_DETAIL_MAX, "cannot start the fan-out thread");
-        goto out_grpc;
-    }
-    if ((rc = srv_writer_start(s))) {
-        snprintf(detail, LOG_DETAIL_MAX, "cannot start the writer thread");
+        srv_writer_stop(s);
         srv_sub_stop(s);
+        rc = AN_EINVAL;
         goto out_grpc;
     }
     grpc_server_start(s->server);
@@ -567,11 +571,11 @@ out_grpc:
     grpc_completion_queue_shutdown(s->shutdown_cq);
     grpc_completion_queue_destroy(s->shutdown_cq);
     free(s->cqs);
+    srv_http_stop(s);
+    srv_http_free(s);
     srv_sub_free(s);
     srv_proj_stop(s);
     srv_proj_free(s);
-    srv_http_stop(s);
-    srv_http_free(s);
     log_close(s->log);
 out_free:
     srv_auth_unref(s->auth);
