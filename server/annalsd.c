@@ -274,12 +274,16 @@ static int read_config(const char *path, struct opts *o)
             o->from_file[k] = true;
             continue;
         }
-        char *copy = strdup(val);
-        if (!copy) {
+        /* one slot per flag, no allocation: read again on SIGHUP */
+        static char kept[N_FLAGS][1024];
+        if (strlen(val) >= sizeof(kept[k])) {
+            fprintf(stderr, "annalsd: %s:%d: %s: longer than %zu bytes\n", path, no, name,
+                    sizeof(kept[k]) - 1);
             rc = -1;
             break;
         }
-        o->val[k] = copy; /* lives as long as the process */
+        memcpy(kept[k], val, strlen(val) + 1);
+        o->val[k] = kept[k];
         o->from_file[k] = true;
     }
     fclose(f);

@@ -620,8 +620,10 @@ int log_list_streams(log_reader *rd, const char *prefix, const char *after, unsi
                      log_stream_fn fn, void *arg, bool *more)
 {
     assert(rd->active);
-    size_t plen = prefix ? strlen(prefix) : 0;
-    size_t alen = after ? strlen(after) : 0;
+    prefix = prefix ? prefix : "";
+    after = after ? after : "";
+    size_t plen = strlen(prefix);
+    size_t alen = strlen(after);
     MDB_cursor *cur;
     MDB_val k;
     MDB_val v;
