@@ -531,4 +531,32 @@ int an_health(an_client *c, bool *serving, struct an_error *err);
 int an_call_raw(an_client *c, const char *method, const void *payload, size_t len,
                 struct an_error *err);
 
+/* ---- operations (annals.v1.Admin, admin.proto) ---- */
+
+struct an_backup_progress {
+    const char *step;           /* what was just copied: "projection NAME", "log" */
+    unsigned steps_done;
+    unsigned steps_total;
+    uint64_t bytes_copied;      /* the log's copy (views are not counted) */
+    uint64_t log_position;      /* with done: every event up to here is in the copy */
+    bool done;
+};
+
+/* Called for each progress message, on the calling thread; p is valid
+ * during the call. */
+typedef void (*an_backup_cb)(void *arg, const struct an_backup_progress *p);
+
+/*
+ * an_backup - Admin.Backup: the server copies its data (views, then the
+ * log) into `dest`, a new directory on the server's machine (absolute; its
+ * parent must exist), without stopping writes. cb (optional) sees the
+ * progress; *log_position (optional) gets the last position the copy
+ * holds. Restore by starting annalsd with --data on the copy. The call has
+ * no deadline; each wait for progress is bounded by 60 times the client's
+ * timeout. Never retried. Returns 0, AN_EINVAL (bad dest), AN_EBUSY
+ * (another backup runs), AN_EPERM, AN_EIO, or the call's code.
+ */
+int an_backup(an_client *c, const char *dest, an_backup_cb cb, void *arg,
+              uint64_t *log_position, struct an_error *err);
+
 #endif /* ANNALS_H */

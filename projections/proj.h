@@ -230,6 +230,39 @@ int proj_rebuild(proj_mgr *mgr, const char *name, Annals__V1__ProjectionStatus *
  */
 int proj_delete(proj_mgr *mgr, const char *name, char *detail);
 
+/* ---- backup ---- */
+
+/* Called after each projection is copied: its name, how many are done. */
+typedef void (*proj_backup_fn)(void *arg, const char *name, unsigned done, unsigned total);
+
+/*
+ * proj_backup - a consistent copy of every projection into DEST (created if
+ * missing; DEST/views must not exist): each view env (and a rebuild's
+ * fresh one) copied compacted with mdb_env_copy2 while its worker goes on,
+ * then a catalog naming exactly those views. A server opened on the copy
+ * goes on from each copied checkpoint (a rebuild resumes). No create,
+ * rebuild or delete runs meanwhile. Copy the log after this, so that
+ * every copied checkpoint is at most the copied log's head.
+ * Returns 0, AN_EIO, AN_ENOMEM, AN_EUNAVAIL (closing), with detail.
+ */
+int proj_backup(proj_mgr *mgr, const char *dest, proj_backup_fn progress, void *arg,
+                char *detail);
+
+/*
+ * proj_check_dir - checks, offline, the projections of a data directory
+ * (DIR = DATA/projections) against a log head: for each catalog entry's
+ * view (and a rebuild's fresh one), that it opens, that its checkpoint is
+ * at most head, and that no entry is past its checkpoint. fn (optional)
+ * gets each view: name, generation, whether it is a rebuild's, its
+ * checkpoint and entries, and the problem found (NULL: none). Opens
+ * nothing for writing: run it on a stopped server's directory or a copy.
+ * Returns 0, AN_ECORRUPT (some view failed; detail counts them), or the
+ * code of a catalog that cannot be read.
+ */
+typedef void (*proj_check_fn)(void *arg, const char *name, uint64_t gen, bool rebuilding,
+                              uint64_t checkpoint, uint64_t entries, const char *problem);
+int proj_check_dir(const char *dir, uint64_t head, proj_check_fn fn, void *arg, char *detail);
+
 /* ---- Queries.GetView / ScanView ---- */
 
 /*

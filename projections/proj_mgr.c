@@ -897,3 +897,150 @@ int proj_scan(proj_mgr *mgr, const char *view, const struct proj_scan *q, proj_e
     call_exit(mgr);
     return rc;
 }
+
+/* ---- backup ---- */
+
+/* What a backup copies of one projection, taken in one step. */
+struct snap {
+    struct proj *p;
+    uint64_t gen_cur;
+    uint64_t gen_next;
+    struct proj_view *v[2];   /* cur, next (either may be NULL) */
+};
+
+/* A compacting copy of one view env into DEST/views/NAME.GEN. */
+static int copy_view(const char *dest, const char *name, struct proj_view *v, char *detail)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/views/%s.%llu", dest, name, (unsigned long long)v->gen);
+    if (mkdir(path, 0755) != 0) {
+        proj__detail(detail, "cannot create %s: %s", path, strerror(errno));
+        return AN_EIO;
+    }
+    int rc = mdb_env_copy2(v->env, path, MDB_CP_COMPACT);
+    return rc ? proj__from_mdb(rc, path, detail) : 0;
+}
+
+/* Writes the backup's catalog: the snapshot's definitions and generations. */
+static int write_catalog(const char *dest, const struct snap *s, size_t n, char *detail)
+{
+    char path[4096];
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    snprintf(path, sizeof(path), "%s/catalog", dest);
+    if (mkdir(path, 0755) != 0) {
+        proj__detail(detail, "cannot create %s: %s", path, strerror(errno));
+        return AN_EIO;
+    }
+    int rc = mdb_env_create(&env);
+    if (!rc) {
+        mdb_env_set_maxdbs(env, 2);
+        mdb_env_set_mapsize(env, PROJ__CAT_MAP);
+        rc = mdb_env_open(env, path, MDB_NOTLS, 0644);
+    }
+    if (!rc) {
+        rc = mdb_txn_begin(env, NULL, 0, &txn);
+    }
+    if (!rc) {
+        rc = mdb_dbi_open(txn, "defs", MDB_CREATE, &dbi);
+    }
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct proj *p = s[i].p;
+        uint8_t *buf = malloc(PROJ__CAT_HDR + p->def_len);
+        if (!buf) {
+            rc = ENOMEM;
+            break;
+        }
+        proj__be64_put(buf, s[i].gen_cur);
+        proj__be64_put(buf + 8, s[i].v[1] ? s[i].gen_next : 0);
+        memcpy(buf + PROJ__CAT_HDR, p->def_packed, p->def_len);
+        MDB_val k = {.mv_size = strlen(p->name), .mv_data = (void *)p->name};
+        MDB_val v = {.mv_size = PROJ__CAT_HDR + p->def_len, .mv_data = buf};
+        rc = mdb_put(txn, dbi, &k, &v, 0);
+        free(buf);
+    }
+    if (txn) {
+        rc = rc ? (mdb_txn_abort(txn), rc) : mdb_txn_commit(txn);
+    }
+    if (env) {
+        mdb_env_close(env);
+    }
+    return rc ? proj__from_mdb(rc, path, detail) : 0;
+}
+
+int proj_backup(proj_mgr *mgr, const char *dest, proj_backup_fn progress, void *arg,
+                char *detail)
+{
+    int rc = call_enter(mgr);
+    if (rc) {
+        return rc;
+    }
+    pthread_mutex_lock(&mgr->admin_mu); /* no create, rebuild or delete meanwhile */
+    pthread_mutex_lock(&mgr->mu);
+    size_t n = mgr->n;
+    struct snap *s = calloc(n ? n : 1, sizeof(*s));
+    size_t k = 0;
+    for (struct proj *p = mgr->list; s && p && k < n; p = p->link) {
+        proj__ref(p);
+        s[k++].p = p;
+    }
+    pthread_mutex_unlock(&mgr->mu);
+    if (!s) {
+        pthread_mutex_unlock(&mgr->admin_mu);
+        call_exit(mgr);
+        return AN_ENOMEM;
+    }
+    /* each projection's generations and views in one step, so the catalog
+     * written below names exactly the views copied */
+    for (size_t i = 0; i < k; i++) {
+        struct proj *p = s[i].p;
+        pthread_mutex_lock(&p->mu);
+        s[i].gen_cur = p->gen_cur;
+        s[i].gen_next = p->gen_next;
+        s[i].v[0] = p->cur;
+        s[i].v[1] = p->next;
+        for (int j = 0; j < 2; j++) {
+            if (s[i].v[j]) {
+                proj__view_ref(s[i].v[j]);
+            }
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    char views[4096];
+    snprintf(views, sizeof(views), "%s/views", dest);
+    if (mkdir(dest, 0755) != 0 && errno != EEXIST) {
+        proj__detail(detail, "cannot create %s: %s", dest, strerror(errno));
+        rc = AN_EIO;
+    } else if (mkdir(views, 0755) != 0) {
+        proj__detail(detail, "cannot create %s: %s", views, strerror(errno));
+        rc = AN_EIO;
+    }
+    unsigned done = 0;
+    for (size_t i = 0; !rc && i < k; i++) {
+        for (int j = 0; !rc && j < 2; j++) {
+            if (s[i].v[j]) {
+                rc = copy_view(dest, s[i].p->name, s[i].v[j], detail);
+            }
+        }
+        done++;
+        if (!rc && progress) {
+            progress(arg, s[i].p->name, done, (unsigned)k);
+        }
+    }
+    if (!rc) {
+        rc = write_catalog(dest, s, k, detail);
+    }
+    for (size_t i = 0; i < k; i++) {
+        for (int j = 0; j < 2; j++) {
+            if (s[i].v[j]) {
+                proj__view_release(s[i].v[j]);
+            }
+        }
+        proj__release(s[i].p);
+    }
+    free(s);
+    pthread_mutex_unlock(&mgr->admin_mu);
+    call_exit(mgr);
+    return rc;
+}

@@ -575,3 +575,143 @@ out_abort:
     end_read(v, &r);
     return rc;
 }
+
+/* ---- offline check (annals verify) ---- */
+
+/* Checks one view env: its checkpoint against head, every entry's position
+ * against its checkpoint. Fills *ckpt and *entries; a problem goes into
+ * why (empty: none). Returns 0 or an LMDB code (cannot read it). */
+static int check_view(const char *path, uint64_t head, uint64_t *ckpt, uint64_t *entries,
+                      char *why, size_t cap)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    MDB_dbi dv;
+    MDB_dbi dm;
+    why[0] = '\0';
+    *entries = 0;
+    int rc = mdb_env_create(&env);
+    if (!rc) {
+        mdb_env_set_maxdbs(env, 4);
+        rc = mdb_env_open(env, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+    }
+    if (!rc) {
+        rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+    }
+    if (!rc && !(rc = mdb_dbi_open(txn, "meta", 0, &dm)) && !(rc = mdb_dbi_open(txn, "view", 0, &dv))) {
+        rc = mdb_set_compare(txn, dv, view_cmp);
+    }
+    if (!rc) {
+        rc = read_meta_u64(txn, dm, "checkpoint", ckpt);
+    }
+    if (!rc) {
+        rc = mdb_cursor_open(txn, dv, &c);
+    }
+    MDB_val k;
+    MDB_val v;
+    int mrc = rc ? rc : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (!rc && mrc == 0) {
+        (*entries)++;
+        uint64_t pos = k.mv_size >= 8 ? proj__be64_get((const uint8_t *)k.mv_data + k.mv_size - 8)
+                                      : UINT64_MAX;
+        if (k.mv_size < 8 && !why[0]) {
+            snprintf(why, cap, "an entry's key has no position (%zu bytes)", k.mv_size);
+        } else if (pos > *ckpt && !why[0]) {
+            snprintf(why, cap, "an entry at position %llu is past the checkpoint %llu",
+                     (unsigned long long)pos, (unsigned long long)*ckpt);
+        }
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (!rc && mrc != MDB_NOTFOUND) {
+        rc = mrc;
+    }
+    if (!rc && *ckpt > head && !why[0]) {
+        snprintf(why, cap, "checkpoint %llu is past the log's head %llu",
+                 (unsigned long long)*ckpt, (unsigned long long)head);
+    }
+    if (c) {
+        mdb_cursor_close(c);
+    }
+    if (txn) {
+        mdb_txn_abort(txn);
+    }
+    if (env) {
+        mdb_env_close(env);
+    }
+    return rc;
+}
+
+int proj_check_dir(const char *dir, uint64_t head, proj_check_fn fn, void *arg, char *detail)
+{
+    char path[4096];
+    MDB_env *cat = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    MDB_dbi defs;
+    unsigned bad = 0;
+    snprintf(path, sizeof(path), "%s/catalog", dir);
+    int rc = mdb_env_create(&cat);
+    if (!rc) {
+        mdb_env_set_maxdbs(cat, 2);
+        rc = mdb_env_open(cat, path, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0644);
+    }
+    if (!rc) {
+        rc = mdb_txn_begin(cat, NULL, MDB_RDONLY, &txn);
+    }
+    if (!rc) {
+        rc = mdb_dbi_open(txn, "defs", 0, &defs);
+    }
+    if (!rc) {
+        rc = mdb_cursor_open(txn, defs, &c);
+    }
+    if (rc) {
+        int code = proj__from_mdb(rc, path, detail);
+        if (txn) {
+            mdb_txn_abort(txn);
+        }
+        mdb_env_close(cat);
+        return code;
+    }
+    MDB_val k;
+    MDB_val v;
+    int mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    while (mrc == 0) {
+        char name[PROJ_NAME_MAX + 1];
+        snprintf(name, sizeof(name), "%.*s", (int)(k.mv_size < PROJ_NAME_MAX ? k.mv_size
+                                                                              : PROJ_NAME_MAX),
+                 (const char *)k.mv_data);
+        uint64_t gens[2] = {0, 0};
+        if (v.mv_size >= PROJ__CAT_HDR) {
+            gens[0] = proj__be64_get(v.mv_data);
+            gens[1] = proj__be64_get((const uint8_t *)v.mv_data + 8);
+        }
+        for (int j = 0; j < 2; j++) {
+            if (j == 1 && gens[1] == 0) {
+                continue;
+            }
+            char why[160];
+            uint64_t ckpt = 0;
+            uint64_t entries = 0;
+            snprintf(path, sizeof(path), "%s/views/%s.%llu", dir, name,
+                     (unsigned long long)gens[j]);
+            int vrc = check_view(path, head, &ckpt, &entries, why, sizeof(why));
+            if (vrc) {
+                snprintf(why, sizeof(why), "cannot read it: %s", mdb_strerror(vrc));
+            }
+            bad += why[0] != '\0';
+            if (fn) {
+                fn(arg, name, gens[j], j == 1, ckpt, entries, why[0] ? why : NULL);
+            }
+        }
+        mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    mdb_env_close(cat);
+    if (bad) {
+        proj__detail(detail, "%u view(s) failed the check", bad);
+        return AN_ECORRUPT;
+    }
+    return 0;
+}

@@ -587,6 +587,7 @@ int srv_authorize(struct srv_call *c, char *detail)
     case SRV_M_PROJ_GET:
     case SRV_M_PROJ_REBUILD:
     case SRV_M_PROJ_DELETE:
+    case SRV_M_BACKUP:
         if (!srv_may_admin(c)) {
             rc = deny(c, method, "admin", "", detail);
         }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "annals/v1/admin.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
 #define READ_BATCH_BYTES (64u << 10)
@@ -562,6 +563,8 @@ static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
         return &annals__v1__rebuild_projection_request__descriptor;
     case SRV_M_PROJ_DELETE:
         return &annals__v1__delete_projection_request__descriptor;
+    case SRV_M_BACKUP:
+        return &annals__v1__backup_request__descriptor;
     case SRV_M_APPEND_STREAM:
     case SRV_M_UNKNOWN:
         break;
@@ -642,6 +645,7 @@ void srv_on_new(struct srv_call *c)
     case SRV_M_PROJ_GET:
     case SRV_M_PROJ_REBUILD:
     case SRV_M_PROJ_DELETE:
+    case SRV_M_BACKUP:
     case SRV_M_HEALTH_CHECK:
         if (srv_recv(c)) {
             srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
@@ -710,6 +714,9 @@ void srv_on_read(struct srv_call *c, bool ok)
     case SRV_M_PROJ_DELETE:
         srv_proj_call(c);
         return;
+    case SRV_M_BACKUP:
+        srv_backup_begin(c);
+        return;
     case SRV_M_APPEND_STREAM:
     case SRV_M_UNKNOWN:
         break;
@@ -729,6 +736,10 @@ void srv_on_write(struct srv_call *c, bool ok)
     }
     if (c->method == SRV_M_SCAN_VIEW) {
         srv_view_on_write(c, ok);
+        return;
+    }
+    if (c->method == SRV_M_BACKUP) {
+        srv_backup_on_write(c, ok);
         return;
     }
     if (!ok || atomic_load(&c->closed)) {

@@ -58,6 +58,7 @@ enum srv_method {
     SRV_M_PROJ_GET,
     SRV_M_PROJ_REBUILD,
     SRV_M_PROJ_DELETE,
+    SRV_M_BACKUP,
     SRV_M_HEALTH_CHECK,
 };
 #define SRV_M_COUNT (SRV_M_HEALTH_CHECK + 1) /* how many there are */
@@ -223,6 +224,17 @@ struct srv_scan {
     size_t after_len;
 };
 
+/* ---- Admin.Backup (srv_backup.c), under call->mu ---- */
+
+struct srv_bk {
+    bool sending;               /* a progress message is in flight */
+    grpc_byte_buffer *pending;  /* the next one to send */
+    bool ended;                 /* the copy is over: rc, detail */
+    bool replied;
+    int rc;
+    char detail[LOG_DETAIL_MAX];
+};
+
 /* ---- a call ---- */
 
 struct srv_call {
@@ -252,6 +264,7 @@ struct srv_call {
     struct srv_sub sub;
     struct srv_vwait vw;
     struct srv_scan scan;
+    struct srv_bk bk;
     char principal[256];        /* who the call is ("" anonymous) */
     struct srv_auth *auth;      /* the auth table it was checked with; NULL: off */
     const struct srv_principal *who; /* its entry there */
@@ -333,6 +346,7 @@ struct srv {
     atomic_uint sub_active;     /* Subscribe calls open */
 
     struct srv_metrics metrics;
+    atomic_bool backup_running; /* one Admin.Backup at a time */
 
     /* --http (srv_http.c) */
     struct MHD_Daemon *http;
@@ -471,6 +485,14 @@ void srv_view_begin(struct srv_call *c);
 void srv_view_on_write(struct srv_call *c, bool ok);
 /* A GetView/ScanView call's CLOSE fired; CQ thread. */
 void srv_view_on_close(struct srv_call *c);
+
+/* ---- srv_backup.c: Admin.Backup ---- */
+
+/* A Backup request arrived (c->req unpacked): checks it, starts the copy's
+ * thread; CQ thread. */
+void srv_backup_begin(struct srv_call *c);
+/* A progress message's send completed; CQ thread. */
+void srv_backup_on_write(struct srv_call *c, bool ok);
 
 /* ---- srv_auth.c: identity and grants ---- */
 

@@ -92,6 +92,8 @@ const char *srv_method_name(enum srv_method m)
         return "annals.v1.Projections/Rebuild";
     case SRV_M_PROJ_DELETE:
         return "annals.v1.Projections/Delete";
+    case SRV_M_BACKUP:
+        return "annals.v1.Admin/Backup";
     case SRV_M_HEALTH_CHECK:
         return "grpc.health.v1.Health/Check";
     }

@@ -81,6 +81,9 @@ static void call_free(struct srv_call *c)
     free(c->rs.stream);
     free(c->sub.stream);
     free(c->scan.after);
+    if (c->bk.pending) {
+        grpc_byte_buffer_destroy(c->bk.pending);
+    }
     srv_auth_unref(c->auth);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -147,6 +150,7 @@ static enum srv_method method_of(grpc_slice m)
         {"/annals.v1.Projections/Get", SRV_M_PROJ_GET},
         {"/annals.v1.Projections/Rebuild", SRV_M_PROJ_REBUILD},
         {"/annals.v1.Projections/Delete", SRV_M_PROJ_DELETE},
+        {"/annals.v1.Admin/Backup", SRV_M_BACKUP},
         {"/grpc.health.v1.Health/Check", SRV_M_HEALTH_CHECK},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {

@@ -70,13 +70,21 @@ static const struct cli_flag_def cli_flags[CLI_F_COUNT] = {
                          "delete for good: the stream can never be written again"},
     [CLI_F_FROM_END] = {"from-end", CLI_BOOL, NULL, "only events committed from now on"},
     [CLI_F_MAX_EVENTS] = {"count", CLI_VALUE, "N", "exit after N events"},
+    [CLI_F_TLS_CA] = {"tls-ca", CLI_VALUE, "FILE",
+                      "PEM roots that verify the server: speak TLS"},
+    [CLI_F_TLS_CERT] = {"tls-cert", CLI_VALUE, "FILE", "this client's certificate (mTLS)"},
+    [CLI_F_TLS_KEY] = {"tls-key", CLI_VALUE, "FILE", "the key of --tls-cert"},
+    [CLI_F_TOKEN] = {"token", CLI_VALUE, "T",
+                     "bearer token (default: $ANNALS_TOKEN)"},
 };
 
 /* ---- the command table ---- */
 
 #define CLI_BIT(f) (1u << (f))
+#define CLI_SECURITY (CLI_BIT(CLI_F_TLS_CA) | CLI_BIT(CLI_F_TLS_CERT) | \
+                      CLI_BIT(CLI_F_TLS_KEY) | CLI_BIT(CLI_F_TOKEN))
 #define CLI_COMMON (CLI_BIT(CLI_F_SERVER) | CLI_BIT(CLI_F_TIMEOUT) | CLI_BIT(CLI_F_JSON) | \
-                    CLI_BIT(CLI_F_HELP))
+                    CLI_BIT(CLI_F_HELP) | CLI_SECURITY)
 
 struct cli_cmd_def {
     const char *name;
@@ -129,7 +137,8 @@ static const struct cli_cmd_def cli_cmds[] = {
      "named and nothing is sent; a bad line further on stops the import there\n"
      "(the lines before it are stored). Progress goes to stderr."},
     {"subscribe", cli__cmd_subscribe, 0, 1,
-     CLI_BIT(CLI_F_SERVER) | CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP) | CLI_BIT(CLI_F_FROM) |
+     CLI_BIT(CLI_F_SERVER) | CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP) | CLI_SECURITY |
+         CLI_BIT(CLI_F_FROM) |
          CLI_BIT(CLI_F_FROM_END) | CLI_BIT(CLI_F_PREFIX) | CLI_BIT(CLI_F_TYPE) |
          CLI_BIT(CLI_F_MAX_EVENTS),
      "[STREAM]",
@@ -141,6 +150,24 @@ static const struct cli_cmd_def cli_cmds[] = {
      "to P delivered) go to stderr; with --json they are JSON lines on stdout,\n"
      "{\"caught_up\":true,\"checkpoint\":P} and {\"checkpoint\":P}, in order with\n"
      "the events. Resume all streams with --from P+1."},
+    {"backup", cli__cmd_backup, 1, 1, CLI_COMMON,
+     "DEST",
+     "Asks the server to copy its data (views, then the log) into DEST, a new\n"
+     "directory on the server's machine (an absolute path; its parent must\n"
+     "exist), while it keeps serving. Progress goes to stderr; the last line\n"
+     "gives the log position the copy holds. Restore: annalsd --data DEST.\n"
+     "Needs admin when the server runs with --auth."},
+    {"verify", cli__cmd_verify, 1, 1, CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP),
+     "DIR",
+     "Checks a data directory offline (a stopped server's, or a backup):\n"
+     "positions gap-free, every index entry pointing at the right event,\n"
+     "stream versions gap-free, times never going back, and each view's\n"
+     "checkpoint at most the log's head with no entry past it. Exit 0 when\n"
+     "everything holds, 1 with what broke."},
+    {"token", cli__cmd_token, 2, 2, CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP),
+     "new NAME",
+     "Prints a fresh random token for principal NAME, and the entry to add to\n"
+     "annalsd's --auth file (which keeps only the token's SHA-256)."},
 };
 
 #define CLI_N_CMDS (sizeof(cli_cmds) / sizeof(cli_cmds[0]))
@@ -412,6 +439,15 @@ int cli__connect(const struct cli_args *a, an_client **out)
         }
     }
     opts.timeout_ms = (int64_t)timeout_ms;
+    opts.tls_ca_file = a->set[CLI_F_TLS_CA] ? a->val[CLI_F_TLS_CA] : NULL;
+    opts.tls_cert_file = a->set[CLI_F_TLS_CERT] ? a->val[CLI_F_TLS_CERT] : NULL;
+    opts.tls_key_file = a->set[CLI_F_TLS_KEY] ? a->val[CLI_F_TLS_KEY] : NULL;
+    opts.token = a->set[CLI_F_TOKEN] ? a->val[CLI_F_TOKEN] : NULL;
+    if ((opts.tls_cert_file || opts.tls_key_file) &&
+        (!opts.tls_ca_file || !opts.tls_cert_file || !opts.tls_key_file)) {
+        cli__errf(a, "--tls-cert and --tls-key go together, and with --tls-ca");
+        return CLI_EXIT_USAGE;
+    }
     rc = an_connect(target, &opts, out);
     if (rc != 0) {
         cli__errf(a, "cannot connect to '%s': %s", target, an_strerror(rc));

@@ -6,7 +6,8 @@
  * cli_fmt.c turns values into text and back (times, UUIDs, events as
  * human lines or JSON objects); cli_cmds.c holds the simple subcommands;
  * cli_import.c the bulk import over the pipelined appender; cli_sub.c
- * the subscription that prints events as they commit.
+ * the subscription that prints events as they commit; cli_admin.c the
+ * operations (backup, verify, token).
  *
  * A subcommand returns a process exit status, not an AN_E* code: that is
  * what it hands to main(), and two different AN_EINVALs (a bad flag, or the
@@ -53,6 +54,10 @@ enum cli_flag {
     CLI_F_TOMBSTONE,
     CLI_F_FROM_END,
     CLI_F_MAX_EVENTS,
+    CLI_F_TLS_CA,
+    CLI_F_TLS_CERT,
+    CLI_F_TLS_KEY,
+    CLI_F_TOKEN,
     CLI_F_COUNT
 };
 
@@ -132,5 +137,11 @@ int cli__cmd_delete(const struct cli_args *a);
 int cli__cmd_health(const struct cli_args *a);
 int cli__cmd_import(const struct cli_args *a);
 int cli__cmd_subscribe(const struct cli_args *a);
+
+/* ---- cli_admin.c: operations ---- */
+
+int cli__cmd_backup(const struct cli_args *a);
+int cli__cmd_verify(const struct cli_args *a);
+int cli__cmd_token(const struct cli_args *a);
 
 #endif /* CLI_INT_H */

@@ -401,6 +401,17 @@ typedef bool (*log_stream_fn)(void *arg, const char *name, size_t len,
 int log_list_streams(log_reader *rd, const char *prefix, const char *after, unsigned limit,
                      log_stream_fn fn, void *arg, bool *more);
 
+/*
+ * log_backup - a consistent, compacted copy of the log (mdb_env_copy2) into
+ * DEST, which must not exist, while writers go on; *head_out gets the last
+ * position the copy holds and *bytes_out its size. The copy holds a read
+ * transaction for its duration, and the map cannot grow meanwhile (a
+ * writer that fills it waits for the copy). Any thread.
+ * Returns 0, AN_EIO (detail names the path), AN_ECORRUPT.
+ */
+int log_backup(log_env *env, const char *dest, uint64_t *head_out, uint64_t *bytes_out,
+               char *detail);
+
 /* ---- helpers shared with the server ---- */
 
 /*
