@@ -285,8 +285,9 @@ struct proj_read {
  *       content_type PROJ_CONTENT_TYPE when found.
  * Returns 0, AN_ENOTFOUND (no such view), AN_EPRECOND (as_of on a
  * latest_only view: FAILED_PRECONDITION), AN_EDEADLINE (the checkpoint did
- * not reach as_of / min_position in time), AN_EUNAVAIL (closing, or the
- * view could not be opened at start: FAULTED), AN_EBUSY (the view env's
+ * not reach as_of / min_position in time), AN_EUNAVAIL (closing, the view
+ * could not be opened at start, or it is FAULTED short of as_of /
+ * min_position: it would never get there before a Rebuild or restart), AN_EBUSY (the view env's
  * 1024 reader slots are all in use), AN_EIO, AN_ECORRUPT, AN_ENOMEM.
  * Any thread; may block until the deadline. An as_of or min_position past
  * the log's head waits for it as the contract says: resolve instants with

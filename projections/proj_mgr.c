@@ -834,6 +834,10 @@ static int acquire(proj_mgr *mgr, const char *name, const struct proj_read *q,
         if (p->cur->checkpoint >= need) {
             break;
         }
+        if (p->cur_faulted) {
+            rc = AN_EUNAVAIL; /* it will not get there until Rebuild or a restart */
+            break;
+        }
         if (q->deadline_ns) {
             if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) == ETIMEDOUT &&
                 p->cur && p->cur->checkpoint < need && !p->deleted) {

@@ -711,7 +711,9 @@ static void fault_cur(struct fold *f, int rc)
     pthread_mutex_lock(&p->mu);
     p->cur_faulted = true;
     snprintf(p->error, sizeof(p->error), "%s: %.200s", an_errname(rc), f->detail);
+    pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    proj__advanced(f->mgr);
     proj__say(f->mgr, PROJ_LOG_ERROR, "msg=\"projection faulted\" proj=%s err=%s detail=\"%s\"",
               p->name, an_errname(rc), f->detail);
 }
