@@ -60,11 +60,12 @@ static struct srv_wreq *wreq_new(struct srv_call *c, size_t n_streams)
 /* ---- Append / DeleteStream ---- */
 
 /* Why the writer's queue refused a request: shutdown, or full. */
-static const char *queue_refusal(int rc, char *buf, size_t cap)
+static const char *queue_refusal(const struct srv *s, int rc, char *buf, size_t cap)
 {
     if (rc == AN_EBUSY) {
-        snprintf(buf, cap, "the writer's queue is full (limit %u bytes of requests waiting); "
-                 "nothing was written, retry later", SRV_QUEUE_MAX_BYTES);
+        snprintf(buf, cap, "the writer's queue is full (limit %llu bytes of requests waiting, "
+                 "--max-queue); nothing was written, retry later",
+                 (unsigned long long)s->cfg.max_queue_bytes);
     } else {
         snprintf(buf, cap, "the server is shutting down; nothing was written");
     }
@@ -96,7 +97,7 @@ static void on_write_request(struct srv_call *c)
     w->op.principal = c->principal;
     if ((rc = srv_writer_submit(c->srv, w))) {
         srv_wreq_free(w);
-        srv_reply_code(c, rc, queue_refusal(rc, detail, sizeof(detail)));
+        srv_reply_code(c, rc, queue_refusal(c->srv, rc, detail, sizeof(detail)));
     }
 }
 
@@ -259,7 +260,7 @@ static void astream_on_read(struct srv_call *c, bool ok)
         if (rc == AN_EBUSY) {
             w->stream_req = NULL;
             srv_wreq_free(w);
-            queue_refusal(rc, detail, sizeof(detail));
+            queue_refusal(c->srv, rc, detail, sizeof(detail));
         } else if (rc) {
             w->stream_req = NULL;
             srv_wreq_free(w);

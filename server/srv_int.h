@@ -406,9 +406,8 @@ void srv_call_list(struct srv_call *c);
 /* ---- srv_writer.c ---- */
 
 int srv_writer_start(struct srv *s);
-/* The writer's queue holds at most this many request bytes (a request
- * alone always fits): past it, appends get RESOURCE_EXHAUSTED. */
-#define SRV_QUEUE_MAX_BYTES (256u << 20)
+/* The writer's queue holds at most cfg.max_queue_bytes of requests (a
+ * request alone always fits): past it, appends get RESOURCE_EXHAUSTED. */
 
 /* Queues w for the writer (takes ownership). 0, or (the caller keeps w)
  * AN_EUNAVAIL when shutting down, AN_EBUSY when the queue is full. */

@@ -473,6 +473,9 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     if (!s->cfg.max_subscriptions) {
         s->cfg.max_subscriptions = 10000;
     }
+    if (!s->cfg.max_queue_bytes) {
+        s->cfg.max_queue_bytes = 256u << 20;
+    }
     pthread_mutex_init(&s->wmu, NULL);
     pthread_cond_init(&s->wcond, NULL);
     pthread_mutex_init(&s->rmu, NULL);

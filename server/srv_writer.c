@@ -46,7 +46,7 @@ int srv_writer_submit(struct srv *s, struct srv_wreq *w)
         pthread_mutex_unlock(&s->wmu);
         return AN_EUNAVAIL;
     }
-    if (s->wq_head && s->wq_bytes + w->bytes > SRV_QUEUE_MAX_BYTES) {
+    if (s->wq_head && s->wq_bytes + w->bytes > s->cfg.max_queue_bytes) {
         pthread_mutex_unlock(&s->wmu);
         return AN_EBUSY;
     }
