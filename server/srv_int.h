@@ -310,6 +310,7 @@ struct srv {
     struct srv_wreq *wq_tail;
     size_t wq_len;
     size_t wq_bytes;            /* wire bytes of the queued requests */
+    atomic_size_t wq_len_hint;  /* wq_len, readable without wmu */
     bool w_draining;            /* shutdown: answer the queue UNAVAILABLE */
     atomic_bool w_stopped;      /* the writer has stopped: nothing more will
                                    be answered by it */

@@ -59,6 +59,7 @@ int srv_writer_submit(struct srv *s, struct srv_wreq *w)
     }
     s->wq_tail = w;
     s->wq_len++;
+    atomic_store_explicit(&s->wq_len_hint, s->wq_len, memory_order_relaxed);
     pthread_cond_signal(&s->wcond);
     pthread_mutex_unlock(&s->wmu);
     return 0;
@@ -250,6 +251,7 @@ static void *writer_main(void *arg)
             s->wq_len--;
             s->wq_bytes -= w->bytes;
         }
+        atomic_store_explicit(&s->wq_len_hint, s->wq_len, memory_order_relaxed);
         bool alone = !s->wq_head && !pending;
         if (!s->wq_head) {
             s->wq_tail = NULL;
@@ -328,7 +330,13 @@ static void *writer_main(void *arg)
                 items[i] = NULL;
             }
         }
-        answer_list(s, ready);
+        if (alone && !atomic_load_explicit(&s->wq_len_hint, memory_order_relaxed)) {
+            /* a lone request with nobody behind it: answering it here
+             * saves the hop to the replier, and holds up no one */
+            answer_now(ready);
+        } else {
+            answer_list(s, ready);
+        }
         for (size_t i = 0; i < m; i++) {
             struct srv_wreq *w = items[i];
             if (!w) {
