@@ -42,6 +42,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -254,12 +255,41 @@ struct progress {
     int64_t last_draw_ns;
     uint64_t next_line;         /* plain mode: the next count to report */
     uint64_t total;
+    FILE *f;                    /* the input, when a regular file: */
+    uint64_t file_bytes;        /* its size (0: unknown, e.g. stdin) */
+    const uint64_t *n_read;     /* events read from it so far */
 };
 
 static void progress_draw_tty(struct progress *p, uint64_t done, double rate, bool final)
 {
+    if (!p->total_known && p->file_bytes && !final) {
+        /* the events are not counted yet, but the file's bytes are: a bar
+         * by bytes read, and the ETA the byte rate gives */
+        /* the file's event count, estimated from the bytes per event read
+         * so far; the bar is the share of it sent */
+        long at = ftell(p->f);
+        double est = at > 0 && *p->n_read
+                         ? (double)*p->n_read * (double)p->file_bytes / (double)at : 0;
+        double frac = est > 0 ? (double)done / est : 0;
+        frac = frac > 1 ? 1 : frac;
+        int fill = (int)(frac * CLI_IMPORT_BAR);
+        char bar[CLI_IMPORT_BAR + 1];
+        for (int i = 0; i < CLI_IMPORT_BAR; i++) {
+            bar[i] = i < fill ? '#' : '.';
+        }
+        bar[CLI_IMPORT_BAR] = '\0';
+        double secs = (double)(now_ns() - p->start_ns) / 1e9;
+        char eta_text[32] = "-:--";
+        if (frac > 0.001 && secs > 0) {
+            double eta = secs * (1 - frac) / frac;
+            snprintf(eta_text, sizeof(eta_text), "%d:%02d", (int)eta / 60, (int)eta % 60);
+        }
+        fprintf(stderr, "\r\033[K[%s] %3d%% %llu events %.0f ev/s ETA %s", bar, (int)(frac * 100),
+                (unsigned long long)done, rate, eta_text);
+        return;
+    }
     if (!p->total_known) {
-        fprintf(stderr, "\r%llu events %.0f ev/s   ", (unsigned long long)done, rate);
+        fprintf(stderr, "\r\033[K%llu events %.0f ev/s", (unsigned long long)done, rate);
         if (final) fputc('\n', stderr);
         return;
     }
@@ -575,6 +605,12 @@ int cli__cmd_import(const struct cli_args *a)
     if (rc != CLI_EXIT_OK) goto out_free;
     p.total_known = src.eof;
     p.total = src.n_events;
+    struct stat sb;
+    if (src.f != stdin && fstat(fileno(src.f), &sb) == 0 && S_ISREG(sb.st_mode)) {
+        p.f = src.f;
+        p.file_bytes = (uint64_t)sb.st_size;
+        p.n_read = &src.n_events;
+    }
     rc = cli__connect(a, &c);
     if (rc != CLI_EXIT_OK) goto out_free;
     rc = an_appender_open(c, CLI_IMPORT_IN_FLIGHT, import_done, &st, &ap);
