@@ -346,68 +346,6 @@ static void run_engine(const char *base, const uint64_t *sizes, size_t n_sizes, 
 
 /* ---- B. annalsd over gRPC ---- */
 
-/* A unary call on gRPC core: 0 and the reply (malloc'd), or the status. */
-static int unary(grpc_channel *ch, const char *method, const ProtobufCMessage *req,
-                 uint8_t **out, size_t *out_len)
-{
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    size_t n = protobuf_c_message_get_packed_size(req);
-    grpc_slice ps = grpc_slice_malloc(n);
-    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(ps));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&ps, 1);
-    grpc_slice_unref(ps);
-    gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(10, GPR_TIMESPAN));
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                               grpc_slice_from_static_string(method), NULL, dl,
-                                               NULL);
-    grpc_metadata_array md;
-    grpc_metadata_array tr;
-    grpc_metadata_array_init(&md);
-    grpc_metadata_array_init(&tr);
-    grpc_byte_buffer *rb = NULL;
-    grpc_status_code st = GRPC_STATUS_UNKNOWN;
-    grpc_slice details;
-    grpc_op ops[6];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &rb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.status = &st;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    ops[5].data.recv_status_on_client.trailing_metadata = &tr;
-    if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
-        die("start a unary call", AN_EINTERNAL, method);
-    }
-    grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    *out = NULL;
-    *out_len = 0;
-    if (rb) {
-        grpc_byte_buffer_reader r;
-        grpc_byte_buffer_reader_init(&r, rb);
-        grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
-        grpc_byte_buffer_reader_destroy(&r);
-        *out_len = GRPC_SLICE_LENGTH(sl);
-        *out = malloc(*out_len ? *out_len : 1);
-        memcpy(*out, GRPC_SLICE_START_PTR(sl), *out_len);
-        grpc_slice_unref(sl);
-        grpc_byte_buffer_destroy(rb);
-    }
-    grpc_slice_unref(details);
-    grpc_byte_buffer_destroy(bb);
-    grpc_metadata_array_destroy(&md);
-    grpc_metadata_array_destroy(&tr);
-    grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    grpc_completion_queue_destroy(cq);
-    return (int)st;
-}
-
 struct writer {
     const char *addr;
     int index;
@@ -467,7 +405,7 @@ static void proj_lag(grpc_channel *ch, uint64_t *checkpoint, uint64_t *head)
     g.name = (char *)"count_type";
     uint8_t *out;
     size_t len;
-    int st = unary(ch, "/annals.v1.Projections/Get", &g.base, &out, &len);
+    int st = bu_unary(ch, "/annals.v1.Projections/Get", &g.base, &out, &len);
     if (st) {
         die("Projections.Get", AN_EINTERNAL, "status not OK");
     }
@@ -495,7 +433,7 @@ static void run_server(const char *base, int writers, double secs, unsigned n_lo
     d.key = (char *)"$type";
     uint8_t *out;
     size_t len;
-    if (unary(ch, "/annals.v1.Projections/Create", &d.base, &out, &len)) {
+    if (bu_unary(ch, "/annals.v1.Projections/Create", &d.base, &out, &len)) {
         die("Projections.Create", AN_EINTERNAL, "status not OK");
     }
     free(out);
@@ -553,7 +491,7 @@ static void run_server(const char *base, int writers, double secs, unsigned n_lo
             g.as_of = &a;
         }
         double ts = bu_now();
-        int st = unary(ch, "/annals.v1.Queries/GetView", &g.base, &out, &len);
+        int st = bu_unary(ch, "/annals.v1.Queries/GetView", &g.base, &out, &len);
         bu_lat_add(i & 1 ? &asof : &latest, bu_now() - ts);
         if (st) {
             die("GetView", AN_EINTERNAL, "status not OK");

@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
 /* Seconds on the monotonic clock. */
 double bu_now(void);
 
@@ -28,6 +31,10 @@ struct bu_server {
  * NULL), and waits for its "started" line. Exits on failure.
  */
 void bu_server_start(struct bu_server *s, const char *base, const char *const *extra);
+
+/* bu_server_restart - starts annalsd again on the same directory (after a
+ * kill), waits for its new "started" line; s->addr gets its new port. */
+void bu_server_restart(struct bu_server *s, const char *const *extra);
 
 /* bu_server_rss_kib - annalsd's resident set (VmRSS), KiB; 0 if unknown. */
 long bu_server_rss_kib(const struct bu_server *s);
@@ -51,5 +58,10 @@ void bu_lat_sort(struct bu_lat *l);
 /* The p-quantile (0..1) in milliseconds of sorted samples; 0 if none. */
 double bu_pct(const struct bu_lat *l, double p);
 void bu_lat_free(struct bu_lat *l);
+
+/* bu_unary - one unary call on gRPC core (10 s deadline): the status, and
+ * the reply's bytes in *out (malloc'd, caller frees; NULL when none). */
+int bu_unary(grpc_channel *ch, const char *method, const ProtobufCMessage *req, uint8_t **out,
+             size_t *out_len);
 
 #endif /* BENCH_UTIL_H */
