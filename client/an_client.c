@@ -599,6 +599,13 @@ static int unary_msg(an_client *c, const char *method, const ProtobufCMessage *i
     return unary_bb(c, method, req, retry, out_desc, out, err);
 }
 
+int an__unary_msg(an_client *c, const char *method, const ProtobufCMessage *in, bool retry,
+                  const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out,
+                  struct an_error *err)
+{
+    return unary_msg(c, method, in, retry, out_desc, out, err);
+}
+
 /* ---- connecting ---- */
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;

@@ -153,6 +153,17 @@ Annals__V1__AsOf *an__as_of(const struct an_as_of *a, Annals__V1__AsOf *m);
 /* ---- calls ---- */
 
 /*
+ * an__unary_msg - one unary call (an_client.c): packs `in`, runs it with
+ * the client's deadlines, breaker and (with retry) retries, and unpacks the
+ * reply with out_desc into *out (caller frees with
+ * protobuf_c_message_free_unpacked). Returns 0 or the call's code (err
+ * filled).
+ */
+int an__unary_msg(an_client *c, const char *method, const ProtobufCMessage *in, bool retry,
+                  const ProtobufCMessageDescriptor *out_desc, ProtobufCMessage **out,
+                  struct an_error *err);
+
+/*
  * an__call_new_ep - a call on one endpoint's channel, bound to cq, with
  * the given deadline. method is copied. NULL when gRPC refuses.
  */

@@ -531,6 +531,115 @@ int an_health(an_client *c, bool *serving, struct an_error *err);
 int an_call_raw(an_client *c, const char *method, const void *payload, size_t len,
                 struct an_error *err);
 
+/* ---- projections and views (annals.v1.Projections, Queries.GetView/ScanView) ---- */
+
+enum an_proj_kind {
+    AN_PROJ_STREAM_STATE = 1,   /* key: the stream; value: JSON merge patches folded */
+    AN_PROJ_COUNT = 2,          /* key: chosen by `key`; value: {"count": N[, "sum": S]} */
+    AN_PROJ_INDEX = 3,          /* key: chosen by `key`; value: the last event carrying it */
+    AN_PROJ_STREAMS = 4,        /* key: the stream; value: its version, count, position */
+};
+
+enum an_proj_state {
+    AN_PROJ_RUNNING = 1,
+    AN_PROJ_REBUILDING = 2,
+    AN_PROJ_FAULTED = 3,
+    AN_PROJ_PAUSED = 4,
+};
+
+/* A projection's definition (projections.proto). Strings are borrowed. */
+struct an_projection_def {
+    const char *name;           /* 1..64 of [a-z0-9_-] */
+    enum an_proj_kind kind;
+    const char *key;            /* COUNT, INDEX: "$type", "$stream", "$category" or a JSON Pointer */
+    const char *sum;            /* COUNT: a JSON Pointer to a number; NULL: none */
+    bool latest_only;           /* keep only the newest value (no as-of reads) */
+    const char *const *stream_prefixes; /* which events: any of these prefixes ... */
+    size_t n_stream_prefixes;
+    const char *const *event_types;     /* ... and any of these types (none: all) */
+    size_t n_event_types;
+};
+
+/* A projection's status (ProjectionStatus), copied out. */
+struct an_projection_status {
+    char name[65];
+    enum an_proj_kind kind;
+    char key[256];
+    bool latest_only;
+    enum an_proj_state state;
+    uint64_t checkpoint;        /* last position applied to the view */
+    uint64_t head;              /* the log's head */
+    uint64_t events_applied;
+    uint64_t rebuild_checkpoint; /* REBUILDING: how far the fresh view is */
+    char error[256];            /* FAULTED: why */
+};
+
+/*
+ * an_projection_create / _get / _rebuild / _delete - Projections.Create,
+ * Get, Rebuild, Delete; *out (optional) gets the status the server
+ * answered. Create is idempotent for an identical definition (and retried
+ * like a read); Rebuild and Delete are never retried. Returns 0, AN_EINVAL
+ * (a bad definition: err->detail names the field), AN_EEXIST (the name
+ * holds another definition), AN_ENOTFOUND, AN_EPERM, or the call's code.
+ */
+int an_projection_create(an_client *c, const struct an_projection_def *def,
+                         struct an_projection_status *out, struct an_error *err);
+int an_projection_get(an_client *c, const char *name, struct an_projection_status *out,
+                      struct an_error *err);
+int an_projection_rebuild(an_client *c, const char *name, struct an_projection_status *out,
+                          struct an_error *err);
+int an_projection_delete(an_client *c, const char *name, struct an_error *err);
+
+/* an_projection_list - every projection; *out is malloc'd (caller frees),
+ * *n its length. */
+int an_projection_list(an_client *c, struct an_projection_status **out, size_t *n,
+                       struct an_error *err);
+
+/* One entry of a view. value is malloc'd, NUL-terminated (an_view_entry_free). */
+struct an_view_entry {
+    bool found;                 /* false: no value as of that point */
+    uint64_t position;          /* of the last event applied to it */
+    char *value;                /* JSON text */
+    size_t value_len;
+    char key[512];
+};
+
+void an_view_entry_free(struct an_view_entry *e);
+
+/*
+ * an_get_view - Queries.GetView: view's entry for key, now or as of
+ * as_of (NULL: now). min_position (0: none) makes the server answer only
+ * once the view has applied that position (read-your-writes: pass an
+ * append's last_position), within the client's timeout, else AN_EDEADLINE;
+ * an as_of beyond what the view has applied waits the same way. Returns 0,
+ * AN_ENOTFOUND (no such view), AN_ETOMBSTONED (FAILED_PRECONDITION: as_of on
+ * a latest_only view), AN_EUNAVAIL (the view is FAULTED short of the point),
+ * or the call's code. Retried like a read.
+ */
+int an_get_view(an_client *c, const char *view, const char *key, const struct an_as_of *as_of,
+                uint64_t min_position, struct an_view_entry *out, struct an_error *err);
+
+/* Called for each entry of a scan, in key order; e is valid during the
+ * call. Return false to stop. */
+typedef bool (*an_view_fn)(void *arg, const struct an_view_entry *e);
+
+struct an_scan_opts {
+    const char *view;
+    const char *key_prefix;     /* NULL: every key */
+    const char *start_after;    /* NULL: from the first */
+    uint32_t limit;             /* 0: no limit */
+    struct an_as_of as_of;      /* none set: now */
+    uint64_t min_position;
+};
+
+/*
+ * an_scan_view - Queries.ScanView: hands the view's entries to fn in key
+ * order; all of them read as of one position. Each wait for the next
+ * message is bounded by the client's timeout. Returns 0, or as an_get_view.
+ */
+int an_scan_view(an_client *c, const struct an_scan_opts *o, an_view_fn fn, void *arg,
+                 struct an_error *err);
+
 /* ---- operations (annals.v1.Admin, admin.proto) ---- */
 
 struct an_backup_progress {

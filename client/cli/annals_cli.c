@@ -76,6 +76,14 @@ static const struct cli_flag_def cli_flags[CLI_F_COUNT] = {
     [CLI_F_TLS_KEY] = {"tls-key", CLI_VALUE, "FILE", "the key of --tls-cert"},
     [CLI_F_TOKEN] = {"token", CLI_VALUE, "T",
                      "bearer token (default: $ANNALS_TOKEN)"},
+    [CLI_F_KIND] = {"kind", CLI_VALUE, "K", "count, stream_state, index or streams"},
+    [CLI_F_KEY] = {"key", CLI_VALUE, "K",
+                   "count, index: $type, $stream, $category or a JSON Pointer"},
+    [CLI_F_SUM] = {"sum", CLI_VALUE, "PTR", "count: a JSON Pointer to a number to add up"},
+    [CLI_F_LATEST_ONLY] = {"latest-only", CLI_BOOL, NULL,
+                           "keep only the newest values (no --as-of reads)"},
+    [CLI_F_MIN_POSITION] = {"min-position", CLI_VALUE, "P",
+                            "answer once the view has applied position P"},
 };
 
 /* ---- the command table ---- */
@@ -164,6 +172,24 @@ static const struct cli_cmd_def cli_cmds[] = {
      "stream versions gap-free, times never going back, and each view's\n"
      "checkpoint at most the log's head with no entry past it. Exit 0 when\n"
      "everything holds, 1 with what broke."},
+    {"projection", cli__cmd_projection, 1, 2,
+     CLI_COMMON | CLI_BIT(CLI_F_KIND) | CLI_BIT(CLI_F_KEY) | CLI_BIT(CLI_F_SUM) |
+         CLI_BIT(CLI_F_LATEST_ONLY) | CLI_BIT(CLI_F_PREFIX) | CLI_BIT(CLI_F_TYPE),
+     "create|list|get|rebuild|delete [NAME]",
+     "Manages projections (views folded from the log). create NAME --kind K\n"
+     "[--key K] [--sum PTR] [--prefix P]... [--type T]... [--latest-only]\n"
+     "defines one (the same definition again is accepted); rebuild NAME\n"
+     "rebuilds its view from history while the old one answers, showing\n"
+     "progress until it is done; get, list and delete do what they say."},
+    {"view", cli__cmd_view, 2, 2,
+     CLI_COMMON | CLI_BIT(CLI_F_AS_OF) | CLI_BIT(CLI_F_MIN_POSITION) | CLI_BIT(CLI_F_PREFIX) |
+         CLI_BIT(CLI_F_LIMIT),
+     "NAME KEY | scan NAME",
+     "Prints a view's entry for KEY (its JSON value and the position of the\n"
+     "last event applied to it; exit 1 when it has none), now or --as-of\n"
+     "POS|TIME; --min-position P waits until the view has applied P\n"
+     "(read-your-writes). 'view scan NAME' prints its entries in key order\n"
+     "(--prefix K, --limit N, --as-of)."},
     {"token", cli__cmd_token, 2, 2, CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP),
      "new NAME",
      "Prints a fresh random token for principal NAME, and the entry to add to\n"

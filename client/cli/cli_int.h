@@ -7,7 +7,7 @@
  * human lines or JSON objects); cli_cmds.c holds the simple subcommands;
  * cli_import.c the bulk import over the pipelined appender; cli_sub.c
  * the subscription that prints events as they commit; cli_admin.c the
- * operations (backup, verify, token).
+ * operations (backup, verify, token); cli_proj.c projections and views.
  *
  * A subcommand returns a process exit status, not an AN_E* code: that is
  * what it hands to main(), and two different AN_EINVALs (a bad flag, or the
@@ -58,6 +58,11 @@ enum cli_flag {
     CLI_F_TLS_CERT,
     CLI_F_TLS_KEY,
     CLI_F_TOKEN,
+    CLI_F_KIND,
+    CLI_F_KEY,
+    CLI_F_SUM,
+    CLI_F_LATEST_ONLY,
+    CLI_F_MIN_POSITION,
     CLI_F_COUNT
 };
 
@@ -143,5 +148,10 @@ int cli__cmd_subscribe(const struct cli_args *a);
 int cli__cmd_backup(const struct cli_args *a);
 int cli__cmd_verify(const struct cli_args *a);
 int cli__cmd_token(const struct cli_args *a);
+
+/* ---- cli_proj.c: projections and views ---- */
+
+int cli__cmd_projection(const struct cli_args *a);
+int cli__cmd_view(const struct cli_args *a);
 
 #endif /* CLI_INT_H */

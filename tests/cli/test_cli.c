@@ -932,3 +932,68 @@ Test(cli, subscribe_ends_quietly_when_its_reader_goes_away)
     cr_assert_null(strstr(r.err, "writing"), "stderr: %s", r.err);
     run_free(&r);
 }
+
+/* ---- projections and views ---- */
+
+Test(cli, projection_create_view_and_scan)
+{
+    struct run r = RUN("projection", "create", "by_type", "--kind", "count", "--key", "$type");
+    expect_ok(&r);
+    cr_assert(strstr(r.out, "by_type count $type") != NULL, "got: %s", r.out);
+    run_free(&r);
+    append("o-1", "Placed", "{}");
+    append("o-2", "Placed", "{}");
+    append("o-1", "Paid", "{}");
+
+    r = RUN("view", "by_type", "Placed", "--min-position", "3");
+    expect_ok(&r);
+    cr_assert(strstr(r.out, "Placed #2 {\"count\":2}") != NULL, "got: %s", r.out);
+    run_free(&r);
+    r = RUN("view", "by_type", "Placed", "--as-of", "1", "--json");
+    expect_ok(&r);
+    json_t *j = json_line(r.out, 0);
+    cr_assert_eq(jint(json_object_get(j, "value"), "count"), 1);
+    json_decref(j);
+    run_free(&r);
+    r = RUN("view", "scan", "by_type");
+    expect_ok(&r);
+    cr_assert_eq(count_lines(r.out), 2, "got: %s", r.out);
+    cr_assert(strncmp(r.out, "Paid #3", 7) == 0, "key order: %s", r.out);
+    run_free(&r);
+    r = RUN("view", "by_type", "Nothing");
+    cr_assert_eq(r.status, 1);
+    run_free(&r);
+    r = RUN("projection", "create", "bad", "--kind", "count");
+    cr_assert_eq(r.status, 2);
+    cr_assert(strstr(r.err, "key") != NULL, "got: %s", r.err);
+    run_free(&r);
+    r = RUN("projection", "rebuild", "by_type");
+    expect_ok(&r);
+    cr_assert(strstr(r.err, "rebuilt by_type") != NULL, "got: %s", r.err);
+    run_free(&r);
+    r = RUN("projection", "delete", "by_type");
+    expect_ok(&r);
+    run_free(&r);
+    r = RUN("view", "by_type", "Placed");
+    cr_assert_eq(r.status, 1);
+    cr_assert(strstr(r.err, "does not exist") != NULL, "got: %s", r.err);
+    run_free(&r);
+}
+
+Test(cli, token_new_prints_a_token_and_its_hash)
+{
+    struct run r = RUN_NOSRV("token", "new", "svc-a", "--json");
+    expect_ok(&r);
+    json_t *j = json_line(r.out, 0);
+    const char *tok = jstr(j, "token");
+    json_t *entry = json_object_get(j, "entry");
+    cr_assert_eq(strlen(tok), 64);
+    const char *hash = json_string_value(json_object_get(entry, "token_sha256"));
+    cr_assert_not_null(hash);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "test \"$(printf %%s %s | sha256sum | cut -c1-64)\" = %s", tok,
+             hash);
+    cr_assert_eq(system(cmd), 0, "the hash is not the token's SHA-256");
+    json_decref(j);
+    run_free(&r);
+}
