@@ -64,58 +64,9 @@ static const char *annalsd_path(void)
     return p ? p : ANNALSD_PATH;
 }
 
-void bu_server_start(struct bu_server *s, const char *base, const char *const *extra)
-{
-    char data[300];
-    char log[300];
-    const char *argv[32];
-    size_t n = 0;
-    snprintf(s->dir, sizeof(s->dir), "%s/annals-bench-XXXXXX", base);
-    if (!mkdtemp(s->dir)) {
-        fprintf(stderr, "bench: mkdtemp in %s: %s\n", base, strerror(errno));
-        exit(1);
-    }
-    snprintf(data, sizeof(data), "%s/data", s->dir);
-    snprintf(log, sizeof(log), "%s/annalsd.log", s->dir);
-    argv[n++] = annalsd_path();
-    argv[n++] = "--data";
-    argv[n++] = data;
-    argv[n++] = "--listen";
-    argv[n++] = "127.0.0.1:0";
-    for (size_t i = 0; extra && extra[i] && n < 31; i++) {
-        argv[n++] = extra[i];
-    }
-    argv[n] = NULL;
-    s->pid = fork();
-    if (s->pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    track(s->pid, 0);
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(log, "r");
-        char line[2048];
-        while (f && fgets(line, sizeof(line), f)) {
-            const char *p = strstr(line, "msg=\"started\"");
-            const char *q = p ? strstr(p, " port=") : NULL;
-            if (q) {
-                snprintf(s->addr, sizeof(s->addr), "127.0.0.1:%d", atoi(q + 6));
-                fclose(f);
-                return;
-            }
-        }
-        if (f) {
-            fclose(f);
-        }
-        usleep(10000);
-    }
-    fprintf(stderr, "bench: annalsd (%s) did not start; see %s\n", annalsd_path(), log);
-    exit(1);
-}
-
-void bu_server_restart(struct bu_server *s, const char *const *extra)
+/* Starts annalsd on s->dir/data (logging to s->dir/annalsd.log) and waits
+ * for its "started" line; s->pid and s->addr get the new server's. */
+static void spawn(struct bu_server *s, const char *const *extra)
 {
     char data[300];
     char log[300];
@@ -133,7 +84,7 @@ void bu_server_restart(struct bu_server *s, const char *const *extra)
     }
     argv[n] = NULL;
     pid_t old = s->pid;
-    unlink(log); /* else the old "started" line could be read before the new one */
+    unlink(log); /* else an old "started" line could be read before the new one */
     s->pid = fork();
     if (s->pid == 0) {
         FILE *f = freopen(log, "w", stderr);
@@ -142,7 +93,7 @@ void bu_server_restart(struct bu_server *s, const char *const *extra)
         _exit(127);
     }
     track(s->pid, old);
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 10000; i++) {
         FILE *f = fopen(log, "r");
         char line[2048];
         while (f && fgets(line, sizeof(line), f)) {
@@ -159,8 +110,24 @@ void bu_server_restart(struct bu_server *s, const char *const *extra)
         }
         usleep(1000);
     }
-    fprintf(stderr, "bench: annalsd did not restart; see %s\n", log);
+    fprintf(stderr, "bench: annalsd (%s) did not start; see %s\n", annalsd_path(), log);
     exit(1);
+}
+
+void bu_server_start(struct bu_server *s, const char *base, const char *const *extra)
+{
+    snprintf(s->dir, sizeof(s->dir), "%s/annals-bench-XXXXXX", base);
+    if (!mkdtemp(s->dir)) {
+        fprintf(stderr, "bench: mkdtemp in %s: %s\n", base, strerror(errno));
+        exit(1);
+    }
+    s->pid = 0;
+    spawn(s, extra);
+}
+
+void bu_server_restart(struct bu_server *s, const char *const *extra)
+{
+    spawn(s, extra);
 }
 
 long bu_server_rss_kib(const struct bu_server *s)

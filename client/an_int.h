@@ -164,6 +164,17 @@ int an__unary_msg(an_client *c, const char *method, const ProtobufCMessage *in, 
                   struct an_error *err);
 
 /*
+ * an__server_stream - one server-streaming call (an_view.c): sends req,
+ * hands each message's bytes to fn, each wait for the next message bounded
+ * by wait_ms; never retried. fn returns 0 to go on, > 0 to stop (the call
+ * is cancelled; not an error), < 0 an error code (err filled by fn).
+ * Returns 0, fn's error, or the call's code.
+ */
+typedef int (*an__msg_fn)(void *arg, const uint8_t *p, size_t len, struct an_error *err);
+int an__server_stream(an_client *c, const char *method, const ProtobufCMessage *req,
+                      int64_t wait_ms, an__msg_fn fn, void *arg, struct an_error *err);
+
+/*
  * an__call_new_ep - a call on one endpoint's channel, bound to cq, with
  * the given deadline. method is copied. NULL when gRPC refuses.
  */

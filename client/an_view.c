@@ -187,7 +187,7 @@ int an_get_view(an_client *c, const char *view, const char *key, const struct an
     return rc ? an__err_set(err, rc, 0, "out of memory") : 0;
 }
 
-/* ---- ScanView ---- */
+/* ---- server-streaming calls ---- */
 
 static bool wait_tag(grpc_completion_queue *cq, void *tag, gpr_timespec until, bool *ok)
 {
@@ -197,24 +197,15 @@ static bool wait_tag(grpc_completion_queue *cq, void *tag, gpr_timespec until, b
     return true;
 }
 
-int an_scan_view(an_client *c, const struct an_scan_opts *o, an_view_fn fn, void *arg,
-                 struct an_error *err)
+int an__server_stream(an_client *c, const char *method, const ProtobufCMessage *req,
+                      int64_t wait_ms, an__msg_fn fn, void *arg, struct an_error *err)
 {
-    if (!c || !o || !fn) return an__err_set(err, AN_EINVAL, 0, "NULL argument");
     struct an__lease lease;
     int rc = an__ep_acquire(c, &lease);
     if (rc) return an__err_set(err, rc, 0, "no endpoint admits the call");
-    Annals__V1__ScanViewRequest r = ANNALS__V1__SCAN_VIEW_REQUEST__INIT;
-    Annals__V1__AsOf a;
-    r.view = s_or_empty(o->view);
-    r.key_prefix = s_or_empty(o->key_prefix);
-    r.start_after = s_or_empty(o->start_after);
-    r.limit = o->limit;
-    r.as_of = an__as_of(&o->as_of, &a);
-    r.min_position = o->min_position;
-    grpc_byte_buffer *bb = an__pack(&r.base);
+    grpc_byte_buffer *bb = an__pack(req);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    grpc_call *call = bb ? an__call_new_ep(lease.ep, cq, AN__M_SCAN_VIEW,
+    grpc_call *call = bb ? an__call_new_ep(lease.ep, cq, method,
                                            gpr_inf_future(GPR_CLOCK_REALTIME))
                          : NULL;
     grpc_metadata_array md_initial;
@@ -243,12 +234,10 @@ int an_scan_view(an_client *c, const struct an_scan_opts *o, an_view_fn fn, void
         rc = an__err_set(err, AN_EINTERNAL, 0, "cannot start the call");
         goto out_call;
     }
-    if (!wait_tag(cq, (void *)1, an__deadline(c->timeout_ms), &ok)) {
+    if (!wait_tag(cq, (void *)1, an__deadline(wait_ms), &ok)) {
         grpc_call_cancel(call, NULL);
         wait_tag(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), &ok);
-        rc = an__err_set(err, AN_EDEADLINE, 0, "no answer within %lld ms",
-                         (long long)c->timeout_ms);
-        stopped = true;
+        rc = an__err_set(err, AN_EDEADLINE, 0, "no answer within %lld ms", (long long)wait_ms);
     }
     while (!rc && !stopped) {
         grpc_op op = {.op = GRPC_OP_RECV_MESSAGE};
@@ -257,15 +246,15 @@ int an_scan_view(an_client *c, const struct an_scan_opts *o, an_view_fn fn, void
             rc = an__err_set(err, AN_EINTERNAL, 0, "cannot read the call");
             break;
         }
-        if (!wait_tag(cq, (void *)2, an__deadline(c->timeout_ms), &ok)) {
+        if (!wait_tag(cq, (void *)2, an__deadline(wait_ms), &ok)) {
             grpc_call_cancel(call, NULL);
             wait_tag(cq, (void *)2, gpr_inf_future(GPR_CLOCK_REALTIME), &ok);
-            rc = an__err_set(err, AN_EDEADLINE, 0, "no entries within %lld ms",
-                             (long long)c->timeout_ms);
+            rc = an__err_set(err, AN_EDEADLINE, 0, "nothing from the server within %lld ms",
+                             (long long)wait_ms);
             break;
         }
         if (!recv) {
-            break; /* the end */
+            break; /* the end: the status follows */
         }
         grpc_byte_buffer_reader rd;
         grpc_byte_buffer_reader_init(&rd, recv);
@@ -273,28 +262,13 @@ int an_scan_view(an_client *c, const struct an_scan_opts *o, an_view_fn fn, void
         grpc_byte_buffer_reader_destroy(&rd);
         grpc_byte_buffer_destroy(recv);
         recv = NULL;
-        Annals__V1__ScanViewResponse *m = annals__v1__scan_view_response__unpack(
-            NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+        int frc = fn(arg, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl), err);
         grpc_slice_unref(sl);
-        if (!m) {
-            rc = an__err_set(err, AN_ECORRUPT, 0, "a malformed ScanViewResponse");
-            grpc_call_cancel(call, NULL);
-            break;
+        if (frc < 0) {
+            rc = frc;
         }
-        for (size_t i = 0; i < m->n_entries && !stopped; i++) {
-            struct an_view_entry e;
-            if (entry_from(m->entries[i], &e)) {
-                rc = an__err_set(err, AN_ENOMEM, 0, "out of memory");
-                stopped = true;
-                break;
-            }
-            if (!fn(arg, &e)) {
-                stopped = true;
-            }
-            an_view_entry_free(&e);
-        }
-        annals__v1__scan_view_response__free_unpacked(m, NULL);
-        if (stopped) {
+        if (frc) {
+            stopped = true;
             grpc_call_cancel(call, NULL);
         }
     }
@@ -320,4 +294,48 @@ out:
     an__cq_free(cq, true);
     an__ep_release(c, &lease, rc);
     return rc;
+}
+
+/* ---- ScanView ---- */
+
+struct scan_state {
+    an_view_fn fn;
+    void *arg;
+};
+
+static int on_scan_msg(void *arg, const uint8_t *p, size_t len, struct an_error *err)
+{
+    struct scan_state *st = arg;
+    Annals__V1__ScanViewResponse *m = annals__v1__scan_view_response__unpack(NULL, len, p);
+    if (!m) return an__err_set(err, AN_ECORRUPT, 0, "a malformed ScanViewResponse");
+    int rc = 0;
+    for (size_t i = 0; i < m->n_entries && !rc; i++) {
+        struct an_view_entry e;
+        if (entry_from(m->entries[i], &e)) {
+            rc = an__err_set(err, AN_ENOMEM, 0, "out of memory");
+            break;
+        }
+        if (!st->fn(st->arg, &e)) {
+            rc = 1; /* the caller stopped: not an error */
+        }
+        an_view_entry_free(&e);
+    }
+    annals__v1__scan_view_response__free_unpacked(m, NULL);
+    return rc;
+}
+
+int an_scan_view(an_client *c, const struct an_scan_opts *o, an_view_fn fn, void *arg,
+                 struct an_error *err)
+{
+    if (!c || !o || !fn) return an__err_set(err, AN_EINVAL, 0, "NULL argument");
+    Annals__V1__ScanViewRequest r = ANNALS__V1__SCAN_VIEW_REQUEST__INIT;
+    Annals__V1__AsOf a;
+    r.view = s_or_empty(o->view);
+    r.key_prefix = s_or_empty(o->key_prefix);
+    r.start_after = s_or_empty(o->start_after);
+    r.limit = o->limit;
+    r.as_of = an__as_of(&o->as_of, &a);
+    r.min_position = o->min_position;
+    struct scan_state st = {.fn = fn, .arg = arg};
+    return an__server_stream(c, AN__M_SCAN_VIEW, &r.base, c->timeout_ms, on_scan_msg, &st, err);
 }
