@@ -160,9 +160,12 @@ static void metrics_write(struct srv *s, struct buf *b)
     bprintf(b, "# HELP annals_log_streams Streams in the log.\n"
                "# TYPE annals_log_streams gauge\nannals_log_streams %llu\n",
             (unsigned long long)st.streams);
-    bprintf(b, "# HELP annals_log_used_bytes Pages of the log in use.\n"
+    bprintf(b, "# HELP annals_log_used_bytes The log file's high-water mark.\n"
                "# TYPE annals_log_used_bytes gauge\nannals_log_used_bytes %llu\n",
             (unsigned long long)st.used_bytes);
+    bprintf(b, "# HELP annals_log_live_bytes Pages the log's trees hold now.\n"
+               "# TYPE annals_log_live_bytes gauge\nannals_log_live_bytes %llu\n",
+            (unsigned long long)st.live_bytes);
     bprintf(b, "# HELP annals_log_map_bytes The log's current map size.\n"
                "# TYPE annals_log_map_bytes gauge\nannals_log_map_bytes %llu\n",
             (unsigned long long)st.map_bytes);

@@ -242,7 +242,9 @@ struct log_stats {
     uint64_t committed_head;   /* last committed position */
     uint64_t streams;          /* entries in the streams table */
     uint64_t map_bytes;        /* current map size */
-    uint64_t used_bytes;       /* pages in use * page size */
+    uint64_t used_bytes;       /* the file's high-water mark: pages ever used */
+    uint64_t live_bytes;       /* pages the trees hold now (the rest is free, for
+                                  reuse once no reader needs them) */
     uint64_t max_size_bytes;   /* 0: no cap */
     unsigned readers;          /* reader slots in use */
 };

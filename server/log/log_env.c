@@ -319,8 +319,20 @@ int log_stats(log_env *env, struct log_stats *out)
     mdb_env_info(env->mdb, &info);
     pthread_rwlock_rdlock(&env->map_lock);
     int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+    uint64_t live_pages = 2; /* the two meta pages */
     if (!rc) {
-        rc = mdb_stat(txn, env->dbi_streams, &st);
+        /* pages the trees hold now; the rest of the file is free pages */
+        MDB_dbi dbis[] = {env->dbi_events, env->dbi_ids, env->dbi_dels,
+                          0 /* the freelist tree */, 1 /* the main db */};
+        MDB_stat ds;
+        for (size_t i = 0; !rc && i < sizeof(dbis) / sizeof(dbis[0]); i++) {
+            rc = mdb_stat(txn, dbis[i], &ds);
+            live_pages += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
+        }
+        if (!rc) {
+            rc = mdb_stat(txn, env->dbi_streams, &st);
+            live_pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+        }
         mdb_txn_abort(txn);
     }
     pthread_rwlock_unlock(&env->map_lock);
@@ -333,6 +345,7 @@ int log_stats(log_env *env, struct log_stats *out)
         .streams = st.ms_entries,
         .map_bytes = atomic_load(&env->map_bytes),
         .used_bytes = ((uint64_t)info.me_last_pgno + 1) * env->page_bytes,
+        .live_bytes = live_pages * env->page_bytes,
         .max_size_bytes = env->max_size_bytes,
         .readers = info.me_numreaders,
     };

@@ -3,13 +3,16 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -177,3 +180,52 @@ int h_run_annalsd(const char *const *args, char *out, size_t cap)
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+/* The --http port from annalsd's "started" line. */
+int h_http_port(const struct harness *h)
+{
+    char path[400];
+    char line[4096];
+    int port = 0;
+    snprintf(path, sizeof(path), "%s/annalsd.log", h->dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, " http_port=");
+        if (p && strstr(line, "msg=\"started\"")) {
+            port = atoi(p + 11);
+        }
+    }
+    fclose(f);
+    cr_assert_gt(port, 0, "no http_port in the started line");
+    return port;
+}
+
+/* GET path; returns the status code, the body in out (NUL-terminated). */
+int h_http_get(int port, const char *path, const char *token, char *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s\r\n", path,
+                     token ? "Authorization: Bearer " : "", token ? token : "",
+                     token ? "\r\n" : "");
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    static char resp[1 << 20];
+    size_t len = 0;
+    ssize_t r;
+    while (len < sizeof(resp) - 1 && (r = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0) {
+        len += (size_t)r;
+    }
+    close(fd);
+    resp[len] = '\0';
+    int status = 0;
+    cr_assert_eq(sscanf(resp, "HTTP/1.%*d %d", &status), 1, "not HTTP: %.80s", resp);
+    const char *body = strstr(resp, "\r\n\r\n");
+    snprintf(out, cap, "%s", body ? body + 4 : "");
+    return status;
+}
+

@@ -43,6 +43,14 @@ an_client *h_client(const struct harness *h);
  * make it exit at once. */
 int h_run_annalsd(const char *const *args, char *out, size_t cap);
 
+/* The --http port from annalsd's "started" line (annalsd started with
+ * --http HOST:0). Fails the test when there is none. */
+int h_http_port(const struct harness *h);
+
+/* GET path on 127.0.0.1:port (Authorization: Bearer token unless NULL):
+ * the status code; the body in out (NUL-terminated, cut at cap). */
+int h_http_get(int port, const char *path, const char *token, char *out, size_t cap);
+
 /* Path of build/server/annalsd (ANNALSD env, or next to the test binary). */
 const char *h_annalsd_path(void);
 

@@ -116,3 +116,104 @@ Test(faults, a_full_log_refuses_appends_and_keeps_serving_reads)
     cr_assert_eq(total, n + 1);
     h_cleanup(&h2);
 }
+
+/* ---- long readers ---- */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+struct load {
+    const char *addr;
+    int index;
+    atomic_int *stop;
+};
+
+static void *write_loop(void *arg)
+{
+    struct load *l = arg;
+    an_client *c;
+    cr_assert_eq(an_connect(l->addr, NULL, &c), 0);
+    for (int i = 0; !atomic_load(l->stop); i++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "lr-%d-%d", l->index, i % 50);
+        struct an_event e = {.type = "Long", .data = "{\"pad\":\"................\"}",
+                             .data_len = 27};
+        struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+        an_append(c, &sa, 1, NULL, NULL);
+    }
+    an_close(c);
+    return NULL;
+}
+
+static double metric_value(const char *text, const char *name)
+{
+    const char *p = strstr(text, name);
+    while (p && (p > text && p[-1] != '\n')) {
+        p = strstr(p + 1, name);
+    }
+    cr_assert_not_null(p, "no %s", name);
+    return atof(p + strlen(name) + 1);
+}
+
+/*
+ * A subscriber and a ReadAll that take their time, while writers run: the
+ * log file stays near its live size, because no read holds its snapshot
+ * across a wait (freed pages come back into use).
+ */
+Test(faults, slow_readers_do_not_make_the_log_file_grow)
+{
+    const char *flags[] = {"--http", "127.0.0.1:0", NULL};
+    h_start(&h, flags);
+    for (int i = 0; i < 2000; i++) {
+        struct an_event e = {.type = "Seed", .data = "{}", .data_len = 2};
+        struct an_stream_append sa = {.stream = "seed", .events = &e, .n_events = 1};
+        cr_assert_eq(an_append(h.client, &sa, 1, NULL, NULL), 0);
+    }
+    atomic_int stop = 0;
+    struct load l[8];
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) {
+        l[i] = (struct load){.addr = h.addr, .index = i, .stop = &stop};
+        pthread_create(&t[i], NULL, write_loop, &l[i]);
+    }
+    an_client *slow;
+    cr_assert_eq(an_connect(h.addr, NULL, &slow), 0);
+    an_sub *sub;
+    struct an_subscribe_opts so = {0};
+    cr_assert_eq(an_subscribe(slow, &so, &sub), 0);
+    struct an_read_all_opts ro = {0};
+    an_iter *it;
+    cr_assert_eq(an_read_all(slow, &ro, &it), 0);
+    int sub_items = 0;
+    int read_items = 0;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        struct an_sub_item item;
+        const Annals__V1__RecordedEvent *e;
+        sub_items += an_sub_next(sub, 1000, &item, NULL) == 1;
+        read_items += an_iter_next(it, &e, NULL) == 1;
+        usleep(20000);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while (now.tv_sec - t0.tv_sec < 8);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+    }
+    static char body[1 << 20];
+    cr_assert_eq(h_http_get(h_http_port(&h), "/metrics", NULL, body, sizeof(body)), 200);
+    double used = metric_value(body, "annals_log_used_bytes");
+    double live = metric_value(body, "annals_log_live_bytes");
+    double head = metric_value(body, "annals_log_head_position");
+    cr_assert_gt(head, 20000, "the writers wrote too little to tell (%.0f)", head);
+    cr_assert_gt(sub_items, 100);
+    cr_assert_gt(read_items, 100);
+    cr_log_info("file %.0f bytes, live %.0f bytes (%.3fx), %.0f events", used, live,
+                used / live, head);
+    cr_assert_leq(used, 1.2 * live, "the file is %.2fx its live size", used / live);
+    an_sub_close(sub);
+    an_iter_free(it);
+    an_close(slow);
+}

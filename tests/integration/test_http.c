@@ -4,13 +4,10 @@
  * headless Chromium. A real annalsd; writes through libannals, HTTP over a
  * plain socket.
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -23,54 +20,6 @@ static void teardown(void)
 }
 
 TestSuite(http, .fini = teardown, .timeout = 120);
-
-/* The --http port from annalsd's "started" line. */
-static int http_port(void)
-{
-    char path[400];
-    char line[4096];
-    int port = 0;
-    snprintf(path, sizeof(path), "%s/annalsd.log", h.dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    while (fgets(line, sizeof(line), f)) {
-        const char *p = strstr(line, " http_port=");
-        if (p && strstr(line, "msg=\"started\"")) {
-            port = atoi(p + 11);
-        }
-    }
-    fclose(f);
-    cr_assert_gt(port, 0, "no http_port in the started line");
-    return port;
-}
-
-/* GET path; returns the status code, the body in out (NUL-terminated). */
-static int get(int port, const char *path, const char *token, char *out, size_t cap)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    char req[1024];
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s\r\n", path,
-                     token ? "Authorization: Bearer " : "", token ? token : "",
-                     token ? "\r\n" : "");
-    cr_assert_eq(write(fd, req, (size_t)n), n);
-    static char resp[1 << 20];
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof(resp) - 1 && (r = read(fd, resp + len, sizeof(resp) - 1 - len)) > 0) {
-        len += (size_t)r;
-    }
-    close(fd);
-    resp[len] = '\0';
-    int status = 0;
-    cr_assert_eq(sscanf(resp, "HTTP/1.%*d %d", &status), 1, "not HTTP: %.80s", resp);
-    const char *body = strstr(resp, "\r\n\r\n");
-    snprintf(out, cap, "%s", body ? body + 4 : "");
-    return status;
-}
 
 /* The value of a metric line that starts with `name` (labels included). */
 static double metric(const char *text, const char *name)
@@ -100,12 +49,12 @@ Test(http, metrics_move_with_the_writes)
 {
     const char *flags[] = {"--http", "127.0.0.1:0", NULL};
     h_start(&h, flags);
-    int port = http_port();
-    cr_assert_eq(get(port, "/metrics", NULL, body, sizeof(body)), 200);
+    int port = h_http_port(&h);
+    cr_assert_eq(h_http_get(port, "/metrics", NULL, body, sizeof(body)), 200);
     double e0 = metric(body, "annals_events_total");
     cr_assert_eq(metric(body, "annals_log_head_position"), 0);
     append_to("m-1", 7);
-    cr_assert_eq(get(port, "/metrics", NULL, body, sizeof(body)), 200);
+    cr_assert_eq(h_http_get(port, "/metrics", NULL, body, sizeof(body)), 200);
     cr_assert_eq(metric(body, "annals_events_total"), e0 + 7);
     cr_assert_eq(metric(body, "annals_log_head_position"), 7);
     cr_assert_eq(metric(body, "annals_log_streams"), 1);
@@ -122,18 +71,18 @@ Test(http, metrics_move_with_the_writes)
     struct an_event e = {.type = "Tested"};
     struct an_stream_append bad = {.stream = "$nope", .events = &e, .n_events = 1};
     cr_assert_eq(an_append(h.client, &bad, 1, NULL, NULL), AN_EINVAL);
-    cr_assert_eq(get(port, "/metrics", NULL, body, sizeof(body)), 200);
+    cr_assert_eq(h_http_get(port, "/metrics", NULL, body, sizeof(body)), 200);
     cr_assert_eq(metric(body, "annals_grpc_calls_total{method=\"annals.v1.Commands/Append\","
                               "code=\"INVALID_ARGUMENT\"}"),
                  1);
-    cr_assert_eq(get(port, "/nothing-here", NULL, body, sizeof(body)), 404);
+    cr_assert_eq(h_http_get(port, "/nothing-here", NULL, body, sizeof(body)), 404);
 }
 
 Test(http, api_lists_streams_by_prefix_page_by_page)
 {
     const char *flags[] = {"--http", "127.0.0.1:0", NULL};
     h_start(&h, flags);
-    int port = http_port();
+    int port = h_http_port(&h);
     const char *names[] = {"p-a", "p-b", "p-c", "p-d", "p-e"};
     for (int i = 0; i < 5; i++) {
         append_to(names[i], i + 1);
@@ -142,7 +91,7 @@ Test(http, api_lists_streams_by_prefix_page_by_page)
     char path[256] = "/api/streams?prefix=p-&limit=2";
     int seen = 0;
     for (int page = 0; page < 5; page++) {
-        cr_assert_eq(get(port, path, NULL, body, sizeof(body)), 200);
+        cr_assert_eq(h_http_get(port, path, NULL, body, sizeof(body)), 200);
         for (int i = seen; i < 5; i++) {
             char want[64];
             snprintf(want, sizeof(want), "\"name\":\"%s\"", names[i]);
@@ -161,11 +110,11 @@ Test(http, api_lists_streams_by_prefix_page_by_page)
         snprintf(path, sizeof(path), "/api/streams?prefix=p-&limit=2&after=%s", after);
     }
     cr_assert_eq(seen, 5, "every stream of the prefix, once, in order");
-    cr_assert_eq(get(port, "/api/streams?limit=0", NULL, body, sizeof(body)), 400);
-    cr_assert_eq(get(port, "/api/summary", NULL, body, sizeof(body)), 200);
+    cr_assert_eq(h_http_get(port, "/api/streams?limit=0", NULL, body, sizeof(body)), 400);
+    cr_assert_eq(h_http_get(port, "/api/summary", NULL, body, sizeof(body)), 200);
     cr_assert(strstr(body, "\"head\":16") != NULL, "%s", body);
     cr_assert(strstr(body, "\"health\":\"SERVING\"") != NULL, "%s", body);
-    cr_assert_eq(get(port, "/api/projections", NULL, body, sizeof(body)), 200);
+    cr_assert_eq(h_http_get(port, "/api/projections", NULL, body, sizeof(body)), 200);
     cr_assert(strstr(body, "\"projections\":[]") != NULL, "%s", body);
 }
 
@@ -184,12 +133,12 @@ Test(http, auth_guards_it_with_an_admin_token)
     cr_assert_eq(system(cmd), 0);
     const char *flags[] = {"--http", "127.0.0.1:0", "--auth", path, NULL};
     h_start(&h, flags);
-    int port = http_port();
-    cr_assert_eq(get(port, "/metrics", NULL, body, sizeof(body)), 401);
-    cr_assert_eq(get(port, "/metrics", "tok-nobody", body, sizeof(body)), 401);
-    cr_assert_eq(get(port, "/api/summary", "tok-app", body, sizeof(body)), 403);
+    int port = h_http_port(&h);
+    cr_assert_eq(h_http_get(port, "/metrics", NULL, body, sizeof(body)), 401);
+    cr_assert_eq(h_http_get(port, "/metrics", "tok-nobody", body, sizeof(body)), 401);
+    cr_assert_eq(h_http_get(port, "/api/summary", "tok-app", body, sizeof(body)), 403);
     cr_assert(strstr(body, "admin") != NULL, "%s", body);
-    cr_assert_eq(get(port, "/metrics", "tok-ops", body, sizeof(body)), 200);
+    cr_assert_eq(h_http_get(port, "/metrics", "tok-ops", body, sizeof(body)), 200);
     cr_assert(strstr(body, "annals_events_total") != NULL);
     unlink(path);
 }
@@ -211,7 +160,7 @@ Test(http, the_admin_page_renders_the_real_figures_in_chromium)
 {
     const char *flags[] = {"--http", "127.0.0.1:0", NULL};
     h_start(&h, flags);
-    int port = http_port();
+    int port = h_http_port(&h);
     append_to("orders-1", 3);
     append_to("orders-2", 2);
     cr_assert_eq(access("/usr/bin/chromium", X_OK), 0,
