@@ -22,6 +22,7 @@ PKGS=(
   libssl-dev libmicrohttpd-dev
   libcriterion-dev
   openssl chromium
+  clang libclang-rt-14-dev
 )
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
@@ -49,6 +50,31 @@ build() {
     meson setup "$dir" "$@" >/dev/null
   fi
   ninja -C "$dir" >/dev/null || ninja -C "$dir"
+}
+
+# Builds the libFuzzer targets (clang, every library with fuzzer coverage)
+# and runs each for FUZZ_SECONDS (default 10) on a fresh corpus: hostile
+# input must not crash a decoder. A crash fails the run and leaves its
+# input in build-fuzz/ (crash-*).
+FUZZ_TARGETS=(fuzz_event_peek fuzz_append_request fuzz_proj_def fuzz_auth_file)
+fuzz_smoke() {
+  local dir=build-fuzz t corpus
+  if [ ! -f "$dir/build.ninja" ]; then
+    CC=clang meson setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dc_args=-fsanitize=fuzzer-no-link >/dev/null
+  fi
+  ninja -C "$dir" "${FUZZ_TARGETS[@]/#/tests/}" >/dev/null || { STATUS=1; return; }
+  for t in "${FUZZ_TARGETS[@]}"; do
+    corpus=$(mktemp -d)
+    if (cd "$dir" && "./tests/$t" "$corpus" -max_total_time="${FUZZ_SECONDS:-10}" \
+          -print_final_stats=1 2>"$t.log"); then
+      say "fuzz: $t: $(grep -o 'number_of_executed_units: [0-9]*' "$dir/$t.log" | cut -d' ' -f2) runs, no crash"
+    else
+      say "fuzz: $t FAILED: see $dir/$t.log and $dir/crash-*"
+      STATUS=1
+    fi
+    rm -rf "$corpus"
+  done
 }
 
 # Sums Criterion's "Synthesis" lines of one test run.
@@ -98,6 +124,7 @@ case "$cmd" in
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       run_tests build-san --timeout-multiplier 4
+    fuzz_smoke
     echo "tests: $PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ] || STATUS=1
     exit "$STATUS"
