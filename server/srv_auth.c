@@ -300,6 +300,24 @@ int srv_auth_reload(struct srv *s)
 
 /* ---- identity ---- */
 
+/* The principal whose token this is (by its SHA-256), or NULL. Every entry
+ * is compared, so the time says nothing of which one matched. */
+static const struct srv_principal *by_token(const struct srv_auth *a, const char *tok,
+                                            size_t len)
+{
+    uint8_t h[32];
+    unsigned hl = 0;
+    const struct srv_principal *found = NULL;
+    EVP_Digest(tok, len, h, &hl, EVP_sha256(), NULL);
+    for (size_t i = 0; i < a->n; i++) {
+        bool eq = a->p[i].has_token && CRYPTO_memcmp(a->p[i].token_hash, h, 32) == 0;
+        if (eq && !found) {
+            found = &a->p[i];
+        }
+    }
+    return found;
+}
+
 /* The verified client certificate's name (mTLS) into out, or "". */
 static void cert_name(grpc_call *call, char *out, size_t cap)
 {
@@ -354,18 +372,8 @@ int srv_auth_identify(struct srv_call *c, char *detail)
     const grpc_slice *tok = bearer(&c->md, &off);
     const struct srv_principal *found = NULL;
     if (tok) {
-        uint8_t h[32];
-        unsigned hl = 0;
-        EVP_Digest(GRPC_SLICE_START_PTR(*tok) + off, GRPC_SLICE_LENGTH(*tok) - off, h, &hl,
-                   EVP_sha256(), NULL);
-        /* every entry is compared, so the time says nothing of which matched */
-        for (size_t i = 0; i < c->auth->n; i++) {
-            const struct srv_principal *p = &c->auth->p[i];
-            bool eq = p->has_token && CRYPTO_memcmp(p->token_hash, h, 32) == 0;
-            if (eq && !found) {
-                found = p;
-            }
-        }
+        found = by_token(c->auth, (const char *)GRPC_SLICE_START_PTR(*tok) + off,
+                         GRPC_SLICE_LENGTH(*tok) - off);
         if (!found) {
             snprintf(detail, LOG_DETAIL_MAX, "unknown token");
         }
@@ -621,15 +629,7 @@ int srv_auth_http(struct srv *s, const char *authorization, const char *url, cha
     }
     const struct srv_principal *found = NULL;
     if (authorization && strncasecmp(authorization, "Bearer ", 7) == 0) {
-        uint8_t h[32];
-        unsigned hl = 0;
-        EVP_Digest(authorization + 7, strlen(authorization + 7), h, &hl, EVP_sha256(), NULL);
-        for (size_t i = 0; i < a->n; i++) {
-            bool eq = a->p[i].has_token && CRYPTO_memcmp(a->p[i].token_hash, h, 32) == 0;
-            if (eq && !found) {
-                found = &a->p[i];
-            }
-        }
+        found = by_token(a, authorization + 7, strlen(authorization + 7));
     }
     int rc = 0;
     if (!found) {
