@@ -41,6 +41,7 @@
 #include "an_err.h"
 #include "annals/v1/event.pb-c.h"
 #include "annals/v1/queries.pb-c.h"
+#include "annals/v1/consumers.pb-c.h"
 
 typedef struct an_client an_client;
 typedef struct an_iter an_iter;
@@ -667,5 +668,101 @@ typedef void (*an_backup_cb)(void *arg, const struct an_backup_progress *p);
  */
 int an_backup(an_client *c, const char *dest, an_backup_cb cb, void *arg,
               uint64_t *log_position, struct an_error *err);
+
+/* ---- consumer groups (annals.v1.Consumers, consumers.proto) ---- */
+
+typedef struct an_consumer an_consumer;
+
+/* A consumer group's definition (ConsumerGroup). Strings are borrowed. */
+struct an_group_def {
+    const char *name;           /* 1..64 of [a-z0-9_-] */
+    const char *stream;         /* NULL or "": all streams (then the filter applies) */
+    const char *const *stream_prefixes; /* all streams: any of these prefixes ... */
+    size_t n_stream_prefixes;
+    const char *const *event_types;     /* ... and any of these types (none: all) */
+    size_t n_event_types;
+    uint64_t from_position;     /* first global position (inclusive); 0: the first */
+    bool from_end;              /* only events committed after the group is created */
+    uint32_t max_deliveries;    /* 0: 5 */
+    uint32_t ack_timeout_ms;    /* 0: 30000 */
+    bool ordered_per_stream;    /* one event of a stream in flight at a time */
+};
+
+/*
+ * an_group_create / _get / _replay_parked - Consumers.CreateGroup, GetGroup,
+ * ReplayParked; *out (optional) gets the server's GroupStatus, malloc'd by
+ * protobuf-c: free it with an_group_status_free. Create is idempotent for an
+ * identical definition (and retried like a read); ReplayParked is never
+ * retried. Returns 0, AN_EINVAL (a bad definition: err->detail names the
+ * field), AN_EEXIST (the name holds another definition), AN_ENOTFOUND,
+ * AN_EPERM, or the call's code.
+ */
+int an_group_create(an_client *c, const struct an_group_def *def,
+                    Annals__V1__GroupStatus **out, struct an_error *err);
+int an_group_get(an_client *c, const char *name, Annals__V1__GroupStatus **out,
+                 struct an_error *err);
+int an_group_replay_parked(an_client *c, const char *name, Annals__V1__GroupStatus **out,
+                           struct an_error *err);
+/* an_group_delete - the definition and its state go; connected consumers'
+ * calls end (AN_ENOTFOUND). "$parked-<group>" stays. Never retried. */
+int an_group_delete(an_client *c, const char *name, struct an_error *err);
+/* an_group_list - every group; *out malloc'd by protobuf-c
+ * (an_group_list_free). */
+int an_group_list(an_client *c, Annals__V1__ListGroupsResponse **out, struct an_error *err);
+void an_group_status_free(Annals__V1__GroupStatus *s);
+void an_group_list_free(Annals__V1__ListGroupsResponse *l);
+
+/* What an_consumer_next hands out. */
+struct an_delivery {
+    const Annals__V1__RecordedEvent *event; /* owned by the an_consumer, valid until the
+                                             * next an_consumer_next or an_consumer_close */
+    uint32_t attempt;           /* 1 on first delivery */
+};
+
+/*
+ * an_consumer_open - joins group `name` through Consumers.Consume with the
+ * given prefetch (0: 16): the server hands this consumer events while it
+ * holds fewer than `prefetch` unsettled. Returns 0 with *out (caller owns;
+ * an_consumer_close), AN_EINVAL, AN_ECIRCUIT / AN_EUNAVAIL (no endpoint
+ * admits a call: nothing sent), AN_ENOMEM. The server's refusal of the join
+ * (AN_ENOTFOUND: no such group, AN_EPERM, AN_EINVAL) arrives through
+ * an_consumer_next.
+ *
+ * Reconnect: when the call is cut (AN_EUNAVAIL: server restart, connection
+ * lost), an_consumer_next joins again by itself, with the client's backoff
+ * and breaker, for as long as the client's timeout allows per attempt
+ * round; deliveries not settled on the old call are the server's to hand
+ * out again (to anyone), and settling them afterwards is ignored.
+ */
+int an_consumer_open(an_client *c, const char *name, uint32_t prefetch, an_consumer **out);
+
+/*
+ * an_consumer_next - the next delivery, waiting at most timeout_ms (< 0:
+ * without limit; 0: only what has arrived). Sends the settles queued by
+ * an_consumer_ack/_nack/_park first. Returns 1 with *out filled,
+ * AN_SUB_TIMEOUT (0) when nothing came, or a negative code when the
+ * consumer is over (the same code on every later call): AN_ENOTFOUND (no
+ * such group, or it was deleted), AN_EINVAL, AN_EPERM, AN_ECANCELLED, ...
+ */
+int an_consumer_next(an_consumer *k, int timeout_ms, struct an_delivery *out,
+                     struct an_error *err);
+
+/*
+ * an_consumer_ack / _nack / _park - settle a delivered event by its global
+ * position. Settles are queued and sent together by the next
+ * an_consumer_next or an_consumer_flush (a nack or park with a reason other
+ * than the queued one's flushes first). nack: hand it out again (counts an
+ * attempt); park: move it to "$parked-<group>" now. reason: NULL ok.
+ * Returns 0 or AN_ENOMEM / the consumer's final code.
+ */
+int an_consumer_ack(an_consumer *k, uint64_t position);
+int an_consumer_nack(an_consumer *k, uint64_t position, const char *reason);
+int an_consumer_park(an_consumer *k, uint64_t position, const char *reason);
+/* an_consumer_flush - sends the queued settles now. */
+int an_consumer_flush(an_consumer *k, struct an_error *err);
+
+/* an_consumer_close - sends the queued settles, ends the call (the server
+ * hands this consumer's unsettled events to others) and frees. NULL ok. */
+void an_consumer_close(an_consumer *k);
 
 #endif /* ANNALS_H */
