@@ -26,6 +26,8 @@
  */
 #include "srv_int.h"
 
+#include "annals/v1/consumers.pb-c.h"
+
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <jansson.h>
@@ -590,21 +592,49 @@ int srv_authorize(struct srv_call *c, char *detail)
         }
         break;
     }
+    case SRV_M_GRP_GET:
+        if (!srv_may_named(c, SRV_ACT_CONSUME,
+                           ((Annals__V1__GetGroupRequest *)c->req)->name)) {
+            rc = deny(c, method, "consume group:", ((Annals__V1__GetGroupRequest *)c->req)->name,
+                      detail);
+        }
+        break;
     case SRV_M_PROJ_CREATE:
     case SRV_M_PROJ_LIST:
     case SRV_M_PROJ_GET:
     case SRV_M_PROJ_REBUILD:
     case SRV_M_PROJ_DELETE:
     case SRV_M_BACKUP:
+    case SRV_M_GRP_CREATE:
+    case SRV_M_GRP_LIST:
+    case SRV_M_GRP_DELETE:
+    case SRV_M_GRP_REPLAY:
         if (!srv_may_admin(c)) {
             rc = deny(c, method, "admin", "", detail);
         }
         break;
     case SRV_M_HEALTH_CHECK:
     case SRV_M_APPEND_STREAM:
+    case SRV_M_CONSUME: /* srv_authorize_group at the join */
     case SRV_M_UNKNOWN:
         break;
     }
+    gpr_free(m);
+    return rc;
+}
+
+int srv_authorize_group(struct srv_call *c, const char *group, bool admin_only, char *detail)
+{
+    if (!c->auth) {
+        return 0;
+    }
+    if (admin_only ? srv_may_admin(c) : srv_may_named(c, SRV_ACT_CONSUME, group)) {
+        return 0;
+    }
+    char *m = grpc_slice_to_c_string(c->details.method);
+    const char *method = strrchr(m, '/') ? strrchr(m, '/') + 1 : m;
+    int rc = admin_only ? deny(c, method, "admin", "", detail)
+                        : deny(c, method, "consume group:", group, detail);
     gpr_free(m);
     return rc;
 }

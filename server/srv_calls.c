@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "annals/v1/admin.pb-c.h"
+#include "annals/v1/consumers.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
 #define READ_BATCH_BYTES (64u << 10)
@@ -566,6 +567,17 @@ static const ProtobufCMessageDescriptor *request_desc(enum srv_method m)
         return &annals__v1__delete_projection_request__descriptor;
     case SRV_M_BACKUP:
         return &annals__v1__backup_request__descriptor;
+    case SRV_M_GRP_CREATE:
+        return &annals__v1__consumer_group__descriptor;
+    case SRV_M_GRP_GET:
+        return &annals__v1__get_group_request__descriptor;
+    case SRV_M_GRP_LIST:
+        return &annals__v1__list_groups_request__descriptor;
+    case SRV_M_GRP_DELETE:
+        return &annals__v1__delete_group_request__descriptor;
+    case SRV_M_GRP_REPLAY:
+        return &annals__v1__replay_parked_request__descriptor;
+    case SRV_M_CONSUME:
     case SRV_M_APPEND_STREAM:
     case SRV_M_UNKNOWN:
         break;
@@ -583,6 +595,8 @@ void srv_end_streams(struct srv *s)
                 pthread_mutex_lock(&c->mu);
                 astream_pump(c);
                 pthread_mutex_unlock(&c->mu);
+            } else if (c->method == SRV_M_CONSUME) {
+                srv_consume_end(c, AN_EUNAVAIL, "the server is shutting down");
             } else {
                 /* A subscription still listed has a message in flight (the
                  * parked ones have ended), which a subscriber that stopped
@@ -612,7 +626,8 @@ void srv_on_new(struct srv_call *c)
             return;
         }
     }
-    if (c->method == SRV_M_APPEND_STREAM || c->method == SRV_M_SUBSCRIBE) {
+    if (c->method == SRV_M_APPEND_STREAM || c->method == SRV_M_SUBSCRIBE ||
+        c->method == SRV_M_CONSUME) {
         srv_call_list(c);
     }
     switch (c->method) {
@@ -633,6 +648,15 @@ void srv_on_new(struct srv_call *c)
         }
         pthread_mutex_unlock(&c->mu);
         return;
+    case SRV_M_CONSUME:
+        srv_call_ref(c); /* the receive's */
+        c->cons.reading = srv_recv(c) == 0;
+        if (!c->cons.reading) {
+            srv_call_unref(c);
+            c->cons.ended = true;
+            srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
+        }
+        return;
     case SRV_M_APPEND:
     case SRV_M_DELETE_STREAM:
     case SRV_M_READ_STREAM:
@@ -647,6 +671,11 @@ void srv_on_new(struct srv_call *c)
     case SRV_M_PROJ_REBUILD:
     case SRV_M_PROJ_DELETE:
     case SRV_M_BACKUP:
+    case SRV_M_GRP_CREATE:
+    case SRV_M_GRP_GET:
+    case SRV_M_GRP_LIST:
+    case SRV_M_GRP_DELETE:
+    case SRV_M_GRP_REPLAY:
     case SRV_M_HEALTH_CHECK:
         if (srv_recv(c)) {
             srv_reply_code(c, AN_EINTERNAL, "cannot read the call");
@@ -659,6 +688,10 @@ void srv_on_read(struct srv_call *c, bool ok)
 {
     if (c->method == SRV_M_APPEND_STREAM) {
         astream_on_read(c, ok);
+        return;
+    }
+    if (c->method == SRV_M_CONSUME) {
+        srv_consume_on_read(c, ok);
         return;
     }
     if (!ok || !c->recv) {
@@ -718,7 +751,15 @@ void srv_on_read(struct srv_call *c, bool ok)
     case SRV_M_BACKUP:
         srv_backup_begin(c);
         return;
+    case SRV_M_GRP_CREATE:
+    case SRV_M_GRP_GET:
+    case SRV_M_GRP_LIST:
+    case SRV_M_GRP_DELETE:
+    case SRV_M_GRP_REPLAY:
+        srv_group_call(c);
+        return;
     case SRV_M_APPEND_STREAM:
+    case SRV_M_CONSUME:
     case SRV_M_UNKNOWN:
         break;
     }
@@ -741,6 +782,10 @@ void srv_on_write(struct srv_call *c, bool ok)
     }
     if (c->method == SRV_M_BACKUP) {
         srv_backup_on_write(c, ok);
+        return;
+    }
+    if (c->method == SRV_M_CONSUME) {
+        srv_consume_on_write(c, ok);
         return;
     }
     if (!ok || atomic_load(&c->closed)) {

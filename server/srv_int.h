@@ -59,6 +59,12 @@ enum srv_method {
     SRV_M_PROJ_REBUILD,
     SRV_M_PROJ_DELETE,
     SRV_M_BACKUP,
+    SRV_M_GRP_CREATE,
+    SRV_M_GRP_GET,
+    SRV_M_GRP_LIST,
+    SRV_M_GRP_DELETE,
+    SRV_M_GRP_REPLAY,
+    SRV_M_CONSUME,
     SRV_M_HEALTH_CHECK,
 };
 #define SRV_M_COUNT (SRV_M_HEALTH_CHECK + 1) /* how many there are */
@@ -121,6 +127,10 @@ struct srv_wreq {
     uint64_t correlation_id;    /* AppendStream: the request's id */
     size_t bytes;               /* the request's size on the wire */
     Annals__V1__AppendStreamRequest *stream_req; /* AppendStream: owned */
+    /* a request of the server's own (call NULL): called with the outcome
+     * instead of a reply, on the replier thread; it frees w */
+    void (*done)(struct srv_wreq *w);
+    void *arg;
     struct log_stream_result results[]; /* one per StreamAppend */
 };
 
@@ -235,6 +245,27 @@ struct srv_bk {
     char detail[LOG_DETAIL_MAX];
 };
 
+/* ---- a Consume call (srv_group.c), under its group's mu once joined ---- */
+
+struct srv_group;
+struct srv_gentry;
+
+struct srv_consumer {
+    struct srv_group *g;        /* joined: holds a reference */
+    uint32_t prefetch;
+    uint32_t n_flight;
+    struct srv_gentry *fl_head; /* in flight to it, oldest first */
+    struct srv_gentry *fl_tail;
+    bool reading;               /* a RECV_MESSAGE is in flight */
+    bool sending;               /* a SEND_MESSAGE is in flight */
+    bool left;                  /* out of the group: nothing more goes out */
+    bool ended;                 /* the final status was started */
+    int end_code;               /* left: end with this (0: OK) */
+    char end_detail[LOG_DETAIL_MAX];
+    struct srv_call *prev;      /* the group's consumers */
+    struct srv_call *next;
+};
+
 /* ---- a call ---- */
 
 struct srv_call {
@@ -265,6 +296,7 @@ struct srv_call {
     struct srv_vwait vw;
     struct srv_scan scan;
     struct srv_bk bk;
+    struct srv_consumer cons;
     char principal[256];        /* who the call is ("" anonymous) */
     struct srv_auth *auth;      /* the auth table it was checked with; NULL: off */
     const struct srv_principal *who; /* its entry there */
@@ -345,6 +377,9 @@ struct srv {
     struct srv_fanout *fans;    /* one per CQ thread */
     atomic_ullong sub_hint;     /* the head last published to the fans */
     atomic_uint sub_active;     /* Subscribe calls open */
+
+    /* consumer groups (srv_group.c) */
+    struct srv_groups *groups;
 
     struct srv_metrics metrics;
     atomic_bool backup_running; /* one Admin.Backup at a time */
@@ -486,6 +521,27 @@ void srv_view_on_write(struct srv_call *c, bool ok);
 /* A GetView/ScanView call's CLOSE fired; CQ thread. */
 void srv_view_on_close(struct srv_call *c);
 
+/* ---- srv_group.c: consumer groups ---- */
+
+/* Opens DATA/groups, loads the groups, starts their thread. */
+int srv_group_start(struct srv *s, char *detail);
+/* Shutdown: stops the thread (after the writer). */
+void srv_group_stop(struct srv *s);
+/* Stores what is left and closes (after every call is over). */
+void srv_group_free(struct srv *s);
+/* The head moved (writer thread): wake the groups' thread. */
+void srv_group_notify(struct srv *s);
+/* A Consumers.* unary request arrived (c->req unpacked); CQ thread. */
+void srv_group_call(struct srv_call *c);
+/* Consume: a message arrived (or the client half-closed); CQ thread. */
+void srv_consume_on_read(struct srv_call *c, bool ok);
+/* Consume: a send completed; CQ thread. */
+void srv_consume_on_write(struct srv_call *c, bool ok);
+/* Shutdown: ends a Consume call UNAVAILABLE. */
+void srv_consume_end(struct srv_call *c, int code, const char *detail);
+/* The call is being freed: a Consume call drops its group. */
+void srv_consume_free(struct srv_call *c);
+
 /* ---- srv_backup.c: Admin.Backup ---- */
 
 /* A Backup request arrived (c->req unpacked): checks it, starts the copy's
@@ -515,6 +571,8 @@ bool srv_may_stream(const struct srv_call *c, enum srv_act act, const char *stre
 bool srv_may_prefix(const struct srv_call *c, enum srv_act act, const char *prefix);
 bool srv_may_named(const struct srv_call *c, enum srv_act act, const char *name);
 bool srv_may_admin(const struct srv_call *c);
+/* Consume and GetGroup: 0, or AN_EPERM with detail (refusal logged). */
+int srv_authorize_group(struct srv_call *c, const char *group, bool admin_only, char *detail);
 /* Logs one refusal (rate-limited; never a token or a payload). */
 void srv_auth_refused(const char *principal, int code, const char *method,
                       const char *resource, const char *reason);

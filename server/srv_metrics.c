@@ -94,6 +94,18 @@ const char *srv_method_name(enum srv_method m)
         return "annals.v1.Projections/Delete";
     case SRV_M_BACKUP:
         return "annals.v1.Admin/Backup";
+    case SRV_M_GRP_CREATE:
+        return "annals.v1.Consumers/CreateGroup";
+    case SRV_M_GRP_GET:
+        return "annals.v1.Consumers/GetGroup";
+    case SRV_M_GRP_LIST:
+        return "annals.v1.Consumers/ListGroups";
+    case SRV_M_GRP_DELETE:
+        return "annals.v1.Consumers/DeleteGroup";
+    case SRV_M_GRP_REPLAY:
+        return "annals.v1.Consumers/ReplayParked";
+    case SRV_M_CONSUME:
+        return "annals.v1.Consumers/Consume";
     case SRV_M_HEALTH_CHECK:
         return "grpc.health.v1.Health/Check";
     }

@@ -61,6 +61,7 @@ static void call_free(struct srv_call *c)
         }
         pthread_mutex_unlock(&c->q->mu);
     }
+    srv_consume_free(c);
     if (c->call) {
         grpc_call_unref(c->call);
     }
@@ -151,6 +152,12 @@ static enum srv_method method_of(grpc_slice m)
         {"/annals.v1.Projections/Rebuild", SRV_M_PROJ_REBUILD},
         {"/annals.v1.Projections/Delete", SRV_M_PROJ_DELETE},
         {"/annals.v1.Admin/Backup", SRV_M_BACKUP},
+        {"/annals.v1.Consumers/CreateGroup", SRV_M_GRP_CREATE},
+        {"/annals.v1.Consumers/GetGroup", SRV_M_GRP_GET},
+        {"/annals.v1.Consumers/ListGroups", SRV_M_GRP_LIST},
+        {"/annals.v1.Consumers/DeleteGroup", SRV_M_GRP_DELETE},
+        {"/annals.v1.Consumers/ReplayParked", SRV_M_GRP_REPLAY},
+        {"/annals.v1.Consumers/Consume", SRV_M_CONSUME},
         {"/grpc.health.v1.Health/Check", SRV_M_HEALTH_CHECK},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -530,7 +537,8 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     if ((rc = server_creds(&s->cfg, &creds, detail))) {
         goto out_grpc;
     }
-    if ((rc = srv_proj_start(s, detail)) || (rc = srv_http_start(s, detail))) {
+    if ((rc = srv_proj_start(s, detail)) || (rc = srv_group_start(s, detail)) ||
+        (rc = srv_http_start(s, detail))) {
         grpc_server_credentials_release(creds);
         goto out_grpc;
     }
@@ -583,6 +591,8 @@ out_grpc:
     srv_sub_free(s);
     srv_proj_stop(s);
     srv_proj_free(s);
+    srv_group_stop(s);
+    srv_group_free(s);
     log_close(s->log);
 out_free:
     srv_auth_unref(s->auth);
@@ -614,6 +624,7 @@ void srv_shutdown(srv *s, int grace_ms)
     srv_writer_stop(s);
     srv_sub_stop(s);
     srv_proj_stop(s);
+    srv_group_stop(s);
     srv_end_streams(s);
     grpc_server_shutdown_and_notify(s->server, s->shutdown_cq, &tag);
     grpc_event ev = grpc_completion_queue_pluck(
@@ -648,6 +659,7 @@ void srv_free(srv *s)
     free(s->cqs);
     srv_sub_free(s);
     srv_proj_free(s);
+    srv_group_free(s);
     srv_http_free(s);
     log_close(s->log);
     srv_auth_unref(s->auth);

@@ -134,6 +134,10 @@ void srv_reply_op(struct srv_call *c, const struct srv_wreq *w)
 static void answer(struct srv_wreq *w)
 {
     struct srv_call *c = w->call;
+    if (w->done) {
+        w->done(w); /* takes w */
+        return;
+    }
     if (c->method == SRV_M_APPEND_STREAM) {
         srv_astream_result(c, w); /* takes w */
         return;
@@ -232,6 +236,7 @@ static void *writer_main(void *arg)
             } else {
                 srv_sub_notify(s);
                 proj_notify(s->proj, log_head(s->log));
+                srv_group_notify(s);
                 answer_list(s, pending);
             }
             pending = pending_tail = NULL;
@@ -264,6 +269,10 @@ static void *writer_main(void *arg)
         struct srv_wreq *dropped = NULL;
         for (size_t i = 0; i < n; i++) {
             struct srv_wreq *w = items[i];
+            if (!w->call) {
+                items[m++] = w; /* the server's own: no deadline, no client */
+                continue;
+            }
             if (gpr_time_cmp(w->call->deadline, now) < 0) {
                 w->op.rc = AN_EDEADLINE;
                 snprintf(w->op.detail, LOG_DETAIL_MAX,
@@ -316,6 +325,7 @@ static void *writer_main(void *arg)
         /* the head readers may see has moved: wake who waits for it */
         srv_sub_notify(s);
         proj_notify(s->proj, log_head(s->log));
+        srv_group_notify(s);
         /* the earlier batch is durable now if this one committed */
         if (pending && log_durable_seq(s->log) >= pending_seq) {
             answer_list(s, pending);
