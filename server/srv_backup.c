@@ -110,6 +110,10 @@ static void *backup_main(void *arg)
         snprintf(path, sizeof(path), "%s/projections", r->dest);
         rc = proj_backup(s->proj, path, on_view, &v, detail);
     }
+    if (!rc && s->groups) {
+        snprintf(path, sizeof(path), "%s/groups", r->dest);
+        rc = srv_group_backup(s, path, detail);
+    }
     if (!rc) {
         snprintf(path, sizeof(path), "%s/log", r->dest);
         rc = log_backup(s->log, path, &head, &bytes, detail);

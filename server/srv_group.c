@@ -587,6 +587,9 @@ static void park(struct srv_group *g, struct srv_gentry *e, const char *reason);
  * again, or park it once it has had max_deliveries attempts. */
 static void entry_return(struct srv_group *g, struct srv_gentry *e, const char *nack_reason)
 {
+    if (g->deleted) {
+        return; /* it goes with the group */
+    }
     if (nack_reason && nack_reason[0]) {
         free(e->reason);
         e->reason = strdup(nack_reason);
@@ -1789,8 +1792,9 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
     }
     pthread_mutex_lock(&g->mu);
     if (!req) {
-        /* half-closed or gone: leave */
+        /* half-closed or gone: leave; the others take its events */
         consumer_leave(g, c, 0, NULL);
+        pump(g, c->q->rd);
     } else if (!k->left) {
         if (req->msg_case == ANNALS__V1__CONSUME_REQUEST__MSG_SETTLE) {
             settle(g, c, req->settle);
@@ -1817,9 +1821,8 @@ void srv_consume_on_write(struct srv_call *c, bool ok)
     }
     if (c->cons.left) {
         consumer_maybe_end(c);
-    } else {
-        pump(g, c->q->rd);
     }
+    pump(g, c->q->rd);
     pthread_mutex_unlock(&g->mu);
     srv_call_unref(c);
 }
@@ -2324,6 +2327,47 @@ void srv_group_call(struct srv_call *c)
     } else {
         srv_reply_code(c, AN_EINTERNAL, "not a Consumers method");
     }
+}
+
+/* ---- backup and the admin page ---- */
+
+int srv_group_backup(struct srv *s, const char *dest, char *detail)
+{
+    struct srv_groups *gs = s->groups;
+    if (mkdir(dest, 0755) != 0) {
+        snprintf(detail, LOG_DETAIL_MAX, "%.200s: cannot create it: %s", dest, strerror(errno));
+        return AN_EIO;
+    }
+    store(gs, NULL);
+    int rc = mdb_env_copy2(gs->env, dest, MDB_CP_COMPACT);
+    if (rc) {
+        snprintf(detail, LOG_DETAIL_MAX, "copying the groups to %.180s: %s", dest,
+                 mdb_strerror(rc));
+        return mdb_code(rc);
+    }
+    return 0;
+}
+
+json_t *srv_group_json(struct srv *s)
+{
+    struct srv_groups *gs = s->groups;
+    uint64_t head = log_head(s->log);
+    json_t *arr = json_array();
+    pthread_mutex_lock(&gs->mu);
+    for (struct srv_group *g = gs->list; arr && g; g = g->next) {
+        pthread_mutex_lock(&g->mu);
+        json_array_append_new(
+            arr, json_pack("{s:s,s:I,s:I,s:I,s:i,s:i,s:I,s:I,s:I,s:I}", "name", g->name,
+                           "checkpoint", (json_int_t)g->checkpoint, "head", (json_int_t)head,
+                           "lag", (json_int_t)(head > g->checkpoint ? head - g->checkpoint : 0),
+                           "consumers", (int)g->n_consumers, "in_flight", (int)g->in_flight,
+                           "delivered", (json_int_t)g->delivered, "acked",
+                           (json_int_t)g->acked, "redelivered", (json_int_t)g->redelivered,
+                           "parked", (json_int_t)g->parked));
+        pthread_mutex_unlock(&g->mu);
+    }
+    pthread_mutex_unlock(&gs->mu);
+    return json_pack("{s:o}", "groups", arr ? arr : json_array());
 }
 
 /* The call is being freed: a Consume call drops its group. */

@@ -7,7 +7,7 @@
  *   GET /api/summary      health, head, counters, sizes, write rate history
  *   GET /api/streams?prefix=P&after=NAME&limit=N   streams by prefix, paged
  *   GET /api/projections  every projection's status
- *   GET /api/groups       consumer groups (none until they exist)
+ *   GET /api/groups       consumer groups: progress, lag, in flight, parked
  *
  * Plaintext, and like gRPC only on a loopback address unless --insecure.
  * With --auth on, every request needs an admin principal's bearer token
@@ -405,7 +405,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return respond_json(conn, MHD_HTTP_OK, projections(s));
     }
     if (strcmp(url, "/api/groups") == 0) {
-        return respond_json(conn, MHD_HTTP_OK, json_pack("{s:[]}", "groups"));
+        return respond_json(conn, MHD_HTTP_OK, srv_group_json(s));
     }
     return respond(conn, MHD_HTTP_NOT_FOUND, "text/plain", (void *)"not found\n", 10,
                    MHD_RESPMEM_PERSISTENT);

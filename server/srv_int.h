@@ -541,6 +541,11 @@ void srv_consume_on_write(struct srv_call *c, bool ok);
 void srv_consume_end(struct srv_call *c, int code, const char *detail);
 /* The call is being freed: a Consume call drops its group. */
 void srv_consume_free(struct srv_call *c);
+/* Admin.Backup: stores and copies DATA/groups into dest (a new directory). */
+int srv_group_backup(struct srv *s, const char *dest, char *detail);
+/* /api/groups: {"groups": [{name, checkpoint, head, lag, consumers, ...}]} */
+struct json_t;
+struct json_t *srv_group_json(struct srv *s);
 
 /* ---- srv_backup.c: Admin.Backup ---- */
 
