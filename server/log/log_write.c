@@ -21,9 +21,13 @@
  */
 #include "log_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+
+#define LOW_SPACE_BYTES (8u << 20) /* below this, a short write means the disk is full */
 
 #define OP_TODO 0
 #define OP_FINAL 1    /* rc is settled (validation, or it did not fit) */
@@ -763,6 +767,17 @@ static void publish_commit(log_env *env, uint64_t head)
  * On return *to may be lower: the transaction's dirty pages filled up and
  * the rest must go into another one. Returns 0 or a code for the whole run.
  */
+/* Whether the log's filesystem is (nearly) out of space: LMDB reports a
+ * short write, which is what a full disk gives, as EIO. */
+static bool low_space(const log_env *env)
+{
+    struct statvfs st;
+    if (statvfs(env->dir, &st) != 0) {
+        return false;
+    }
+    return (uint64_t)st.f_bavail * st.f_frsize < LOW_SPACE_BYTES;
+}
+
 static int run_txn(log_env *env, struct log_op *ops, size_t from, size_t *to)
 {
     char detail[LOG_DETAIL_MAX];
@@ -832,6 +847,9 @@ retry:;
         goto retry;
     }
     if (rc) {
+        if (rc == EIO && low_space(env)) {
+            rc = ENOSPC; /* LMDB says EIO for a short write: the disk is full */
+        }
         if (rc != MDB_MAP_FULL) {
             rc = log__from_mdb(rc, "commit", detail);
         } else {

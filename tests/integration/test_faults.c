@@ -2,7 +2,9 @@
  * test_faults.c - a log that reaches its --max-size cap: appends are
  * refused with RESOURCE_EXHAUSTED naming the cap, nothing acknowledged is
  * lost, reads, subscriptions and views keep working, the server stays
- * healthy, and a restart with a larger cap writes again. A real annalsd
+ * healthy, and a restart with a larger cap writes again. The same on a
+ * full disk (a small tmpfs), where writes resume without a restart once
+ * space returns. Long readers do not make the file grow. A real annalsd
  * through libannals.
  */
 #include <criterion/criterion.h>
@@ -13,10 +15,18 @@
 #include "harness.h"
 
 static struct harness h;
+static char mounted[64]; /* a tmpfs to unmount, if a test failed on it */
 
 static void teardown(void)
 {
     h_cleanup(&h);
+    if (mounted[0]) {
+        char cmd[200];
+        snprintf(cmd, sizeof(cmd), "umount %s 2>/dev/null; rmdir %s", mounted, mounted);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "could not unmount %s\n", mounted);
+        }
+    }
 }
 
 TestSuite(faults, .fini = teardown, .timeout = 180);
@@ -216,4 +226,93 @@ Test(faults, slow_readers_do_not_make_the_log_file_grow)
     an_sub_close(sub);
     an_iter_free(it);
     an_close(slow);
+}
+
+/* ---- a full disk ---- */
+
+#include <sys/stat.h>
+
+/*
+ * The data directory on a 16 MiB tmpfs, part of it taken by a filler file:
+ * appends fill the disk and are then refused RESOURCE_EXHAUSTED naming the
+ * device, reads and health go on, nothing acknowledged is lost; when the
+ * filler goes, appends succeed again without a restart, and a restart finds
+ * everything. Needs root (mount); skipped otherwise.
+ */
+Test(faults, a_full_disk_refuses_appends_and_resumes_when_space_returns, .timeout = 240)
+{
+    char mnt[] = "/tmp/annals-enospc-XXXXXX";
+    cr_assert_not_null(mkdtemp(mnt));
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=16m tmpfs %s 2>/dev/null", mnt);
+    if (system(cmd) != 0) {
+        rmdir(mnt);
+        cr_skip_test("cannot mount a tmpfs here (needs root)");
+    }
+    snprintf(mounted, sizeof(mounted), "%s", mnt);
+    char filler[300];
+    snprintf(filler, sizeof(filler), "%s/filler", mnt);
+    FILE *f = fopen(filler, "w");
+    cr_assert_not_null(f);
+    static char block[1 << 16];
+    memset(block, 'x', sizeof(block));
+    for (int i = 0; i < 96; i++) { /* 6 MiB */
+        cr_assert_eq(fwrite(block, 1, sizeof(block), f), sizeof(block));
+    }
+    cr_assert_eq(fclose(f), 0);
+    char data[300];
+    snprintf(data, sizeof(data), "%s/data", mnt);
+    const char *flags[] = {"--data", data, NULL};
+    h_start(&h, flags);
+
+    struct an_error err;
+    int acked = 0;
+    int rc = 0;
+    for (int i = 0; i < 20000 && rc == 0; i++) {
+        rc = append_kb(h.client, i, &err);
+        acked += rc == 0;
+    }
+    cr_assert_eq(rc, AN_ETOOBIG, "got %s: %s", an_errname(rc), err.detail);
+    cr_assert_eq(err.grpc_status, 8, "RESOURCE_EXHAUSTED");
+    cr_assert_not_null(strstr(err.detail, "no space left"), "the detail names it: %s",
+                       err.detail);
+    cr_assert_gt(acked, 100);
+    cr_assert_eq(append_kb(h.client, 99999, &err), AN_ETOOBIG, "still full");
+    bool serving = false;
+    cr_assert_eq(an_health(h.client, &serving, NULL), 0);
+    cr_assert(serving);
+
+    struct an_read_all_opts o = {0};
+    an_iter *it;
+    const Annals__V1__RecordedEvent *e;
+    uint64_t n = 0;
+    cr_assert_eq(an_read_all(h.client, &o, &it), 0);
+    while ((rc = an_iter_next(it, &e, NULL)) == 1) {
+        cr_assert_eq(e->global_position, ++n);
+    }
+    cr_assert_eq(rc, 0);
+    an_iter_free(it);
+    cr_assert_eq(n, (uint64_t)acked);
+
+    /* space returns: the same server writes again */
+    cr_assert_eq(unlink(filler), 0);
+    for (int i = 0; i < 100; i++) {
+        cr_assert_eq(append_kb(h.client, 200000 + i, &err), 0, "after space returned: %s",
+                     err.detail);
+    }
+    cr_assert_eq(h_stop(&h), 0);
+    h_restart(&h);
+    an_close(h.client);
+    cr_assert_eq(an_connect(h.addr, NULL, &h.client), 0);
+    cr_assert_eq(an_read_all(h.client, &o, &it), 0);
+    n = 0;
+    while ((rc = an_iter_next(it, &e, NULL)) == 1) {
+        cr_assert_eq(e->global_position, ++n);
+    }
+    an_iter_free(it);
+    cr_assert_eq(n, (uint64_t)acked + 100, "after the restart");
+    h_kill(&h);
+    snprintf(cmd, sizeof(cmd), "umount %s && rmdir %s", mnt, mnt);
+    cr_assert_eq(system(cmd), 0);
+    mounted[0] = 0;
 }
