@@ -69,6 +69,15 @@ static const struct flag flags[] = {
     {"auth", FLAG_STRING, "", 0, 0, "JSON file of principals and grants (SIGHUP reloads)"},
     {"http", FLAG_STRING, "", 0, 0,
      "HOST:PORT for /metrics, the admin page and /api/ (off unless given)"},
+    {"max-conn-streams", FLAG_UINT, "10000", 1, 1000000,
+     "concurrent calls on one connection"},
+    {"idle-timeout", FLAG_UINT, "3600", 0, 864000,
+     "seconds a connection may stay without a call (0: forever)"},
+    {"keepalive", FLAG_UINT, "60", 1, 86400,
+     "seconds between pings of a quiet client; one that does not answer in 20 s is dropped"},
+    {"handshake-timeout", FLAG_UINT, "10", 1, 600,
+     "seconds a new connection has to complete its handshake (slow clients are dropped)"},
+    {"max-metadata", FLAG_SIZE, "16K", 1024, 1ull << 20, "largest headers of a call"},
     {"log-level", FLAG_LEVEL, "info", 0, 0, "debug, info, warn or error"},
     {"config", FLAG_STRING, "", 0, 0,
      "file of 'flag = value' lines (these names; # comments); the command line wins"},
@@ -342,6 +351,26 @@ static int build_cfg(const struct opts *o, struct srv_cfg *cfg)
         return -1;
     }
     cfg->max_view_bytes = v;
+    if (flag_num(o, flag_index("max-conn-streams"), &v)) {
+        return -1;
+    }
+    cfg->max_streams_per_conn = (unsigned)v;
+    if (flag_num(o, flag_index("idle-timeout"), &v)) {
+        return -1;
+    }
+    cfg->idle_timeout_s = (unsigned)v;
+    if (flag_num(o, flag_index("keepalive"), &v)) {
+        return -1;
+    }
+    cfg->keepalive_s = (unsigned)v;
+    if (flag_num(o, flag_index("handshake-timeout"), &v)) {
+        return -1;
+    }
+    cfg->handshake_timeout_s = (unsigned)v;
+    if (flag_num(o, flag_index("max-metadata"), &v)) {
+        return -1;
+    }
+    cfg->max_metadata_bytes = (uint32_t)v;
     const char *tc = flag_str(o, "tls-cert");
     const char *tk = flag_str(o, "tls-key");
     const char *ca = flag_str(o, "tls-client-ca");

@@ -35,6 +35,12 @@ struct srv_cfg {
     bool insecure;              /* plaintext on a non-loopback address */
     const char *auth_file;      /* JSON principals and grants; NULL: auth off */
     const char *http_listen;    /* metrics and admin page "host:port"; NULL: off */
+    /* connections (0: the default in annalsd.c's flags) */
+    unsigned max_streams_per_conn; /* concurrent calls on one connection */
+    unsigned idle_timeout_s;    /* close a connection with no call this long; 0: never */
+    unsigned keepalive_s;       /* ping a quiet client this often; a dead one is dropped */
+    unsigned handshake_timeout_s; /* a connection must say who it is within this */
+    uint32_t max_metadata_bytes; /* a call's headers */
 };
 
 /*

@@ -22,6 +22,7 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,6 +512,22 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = (int)(max_req + (64u << 10))},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_CONCURRENT_STREAMS,
+         .value.integer = (int)(cfg->max_streams_per_conn ? cfg->max_streams_per_conn : 10000)},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+         .value.integer = cfg->idle_timeout_s ? (int)cfg->idle_timeout_s * 1000 : INT_MAX},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_KEEPALIVE_TIME_MS,
+         .value.integer = (int)(cfg->keepalive_s ? cfg->keepalive_s : 60) * 1000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 20000},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+         .value.integer = (int)(cfg->handshake_timeout_s ? cfg->handshake_timeout_s : 10) * 1000},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_METADATA_SIZE,
+         .value.integer = (int)(cfg->max_metadata_bytes ? cfg->max_metadata_bytes : 16384)},
     };
     grpc_channel_args ca = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
     s->server = grpc_server_create(&ca, NULL);

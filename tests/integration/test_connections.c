@@ -1,0 +1,139 @@
+/*
+ * test_connections.c - hostile connections (issue 12): clients that open
+ * a TCP connection and never speak are dropped after --handshake-timeout,
+ * a call with oversized headers is refused, connections idle past
+ * --idle-timeout are closed without breaking their clients, and through
+ * all of it the server keeps serving everyone else. A real annalsd
+ * through libannals and raw sockets.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct harness h;
+
+static void teardown(void)
+{
+    h_cleanup(&h);
+}
+
+TestSuite(connections, .fini = teardown, .timeout = 120);
+
+static int append_one(an_client *c, const char *stream)
+{
+    struct an_event e = {.type = "Conn", .data = "{}", .data_len = 2};
+    struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+    return an_append(c, &sa, 1, NULL, NULL);
+}
+
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* Whether the server closed fd within timeout_ms (EOF or reset). */
+static bool closed_within(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) <= 0) {
+        return false;
+    }
+    char b[256];
+    ssize_t n;
+    while ((n = recv(fd, b, sizeof(b), MSG_DONTWAIT)) > 0) {
+        /* the server may say something (a GOAWAY) before closing */
+        if (poll(&p, 1, timeout_ms) <= 0) {
+            return false;
+        }
+    }
+    return n == 0 || (n < 0 && errno != EAGAIN);
+}
+
+#define LORIS 200
+
+Test(connections, silent_connections_are_dropped_and_others_are_served)
+{
+    const char *flags[] = {"--handshake-timeout", "1", NULL};
+    h_start(&h, flags);
+    int fds[LORIS];
+    for (int i = 0; i < LORIS; i++) {
+        fds[i] = raw_connect(h.port);
+    }
+    /* half of them say a little and stop: the start of the HTTP/2 preface */
+    for (int i = 0; i < LORIS; i += 2) {
+        cr_assert_eq(send(fds[i], "PRI * HTTP", 10, 0), 10);
+    }
+    /* while they hang, everyone else is served */
+    for (int i = 0; i < 100; i++) {
+        cr_assert_eq(append_one(h.client, "loris-ok"), 0);
+    }
+    int dropped = 0;
+    for (int i = 0; i < LORIS; i++) {
+        dropped += closed_within(fds[i], 5000);
+        close(fds[i]);
+    }
+    cr_assert_eq(dropped, LORIS, "%d of %d silent connections were dropped", dropped, LORIS);
+    struct an_stream_info si;
+    cr_assert_eq(an_get_stream(h.client, "loris-ok", NULL, &si, NULL), 0);
+    cr_assert_eq(si.event_count, 100);
+}
+
+Test(connections, oversized_headers_are_refused_and_the_server_goes_on)
+{
+    const char *flags[] = {"--max-metadata", "8K", NULL};
+    h_start(&h, flags);
+    static char token[20000];
+    memset(token, 'a', sizeof(token) - 1);
+    struct an_client_opts o = {.token = token, .timeout_ms = 3000, .max_retries = -1};
+    an_client *big;
+    cr_assert_eq(an_connect(h.addr, &o, &big), 0);
+    struct an_error err;
+    for (int i = 0; i < 5; i++) {
+        struct an_event e = {.type = "Conn", .data = "{}", .data_len = 2};
+        struct an_stream_append sa = {.stream = "too-big", .events = &e, .n_events = 1};
+        int rc = an_append(big, &sa, 1, NULL, &err);
+        cr_assert_neq(rc, 0, "a call with 20 KB of headers was accepted");
+    }
+    an_close(big);
+    cr_assert_eq(append_one(h.client, "after-big"), 0);
+    struct an_stream_info si;
+    cr_assert_eq(an_get_stream(h.client, "too-big", NULL, &si, NULL), AN_ENOTFOUND,
+                 "nothing of the refused calls was written");
+}
+
+Test(connections, idle_connections_are_closed_and_clients_reconnect)
+{
+    const char *flags[] = {"--idle-timeout", "1", NULL};
+    h_start(&h, flags);
+    cr_assert_eq(append_one(h.client, "idle"), 0);
+    /* a raw HTTP/2 client that finishes its preface and then says nothing */
+    int fd = raw_connect(h.port);
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    static const unsigned char settings[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+    cr_assert_eq(send(fd, preface, sizeof(preface) - 1, 0), (ssize_t)sizeof(preface) - 1);
+    cr_assert_eq(send(fd, settings, sizeof(settings), 0), (ssize_t)sizeof(settings));
+    cr_assert(closed_within(fd, 6000), "an idle HTTP/2 connection was not closed");
+    close(fd);
+    /* the library's own idle connection went the same way; it reconnects */
+    sleep(2);
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(append_one(h.client, "idle"), 0);
+    }
+    struct an_stream_info si;
+    cr_assert_eq(an_get_stream(h.client, "idle", NULL, &si, NULL), 0);
+    cr_assert_eq(si.event_count, 11);
+}
