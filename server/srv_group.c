@@ -2293,6 +2293,7 @@ static void on_replay(struct srv_call *c)
     w->op.kind = LOG_OP_DELETE;
     w->op.del = &p->del;
     w->op.allow_reserved = true;
+    w->op.validated = true; /* the server's own name and expectation: valid */
     w->done = replay_done;
     w->arg = p;
     rc = srv_writer_submit(s, w);
