@@ -84,11 +84,24 @@ static const struct cli_flag_def cli_flags[CLI_F_COUNT] = {
                            "keep only the newest values (no --as-of reads)"},
     [CLI_F_MIN_POSITION] = {"min-position", CLI_VALUE, "P",
                             "answer once the view has applied position P"},
+    [CLI_F_STREAM] = {"stream", CLI_VALUE, "S", "only the events of stream S"},
+    [CLI_F_MAX_DELIVERIES] = {"max-deliveries", CLI_VALUE, "N",
+                              "attempts before an event is parked (default 5)"},
+    [CLI_F_ACK_TIMEOUT] = {"ack-timeout", CLI_VALUE, "MS",
+                           "an unsettled event is handed out again after MS\n"
+                           "(default 30000)"},
+    [CLI_F_ORDERED] = {"ordered", CLI_BOOL, NULL,
+                       "one event of a stream at a time, in stream order"},
+    [CLI_F_PREFETCH] = {"prefetch", CLI_VALUE, "N",
+                        "events the server may hand this consumer ahead (default 1)"},
+    [CLI_F_PARK_STATUS] = {"park-status", CLI_VALUE, "N",
+                           "the command's exit status that parks the event\n"
+                           "(default 3; 0 acks, others nack)"},
 };
 
 /* ---- the command table ---- */
 
-#define CLI_BIT(f) (1u << (f))
+#define CLI_BIT(f) (1ull << (f))
 #define CLI_SECURITY (CLI_BIT(CLI_F_TLS_CA) | CLI_BIT(CLI_F_TLS_CERT) | \
                       CLI_BIT(CLI_F_TLS_KEY) | CLI_BIT(CLI_F_TOKEN))
 #define CLI_COMMON (CLI_BIT(CLI_F_SERVER) | CLI_BIT(CLI_F_TIMEOUT) | CLI_BIT(CLI_F_JSON) | \
@@ -99,7 +112,7 @@ struct cli_cmd_def {
     int (*run)(const struct cli_args *a);
     size_t min_pos;
     size_t max_pos;
-    uint32_t flags;             /* CLI_BIT()s of the accepted flags */
+    uint64_t flags;             /* CLI_BIT()s of the accepted flags */
     const char *synopsis;
     const char *help;
 };
@@ -190,6 +203,26 @@ static const struct cli_cmd_def cli_cmds[] = {
      "POS|TIME; --min-position P waits until the view has applied P\n"
      "(read-your-writes). 'view scan NAME' prints its entries in key order\n"
      "(--prefix K, --limit N, --as-of)."},
+    {"group", cli__cmd_group, 1, 2,
+     CLI_COMMON | CLI_BIT(CLI_F_STREAM) | CLI_BIT(CLI_F_PREFIX) | CLI_BIT(CLI_F_TYPE) |
+         CLI_BIT(CLI_F_FROM) | CLI_BIT(CLI_F_FROM_END) | CLI_BIT(CLI_F_MAX_DELIVERIES) |
+         CLI_BIT(CLI_F_ACK_TIMEOUT) | CLI_BIT(CLI_F_ORDERED),
+     "create|list|get|delete|replay-parked [NAME]",
+     "Manages consumer groups (competing consumers with acks). create NAME\n"
+     "[--stream S | --prefix P...] [--type T...] [--from POS|--from-end]\n"
+     "[--max-deliveries N] [--ack-timeout MS] [--ordered] defines one (the same\n"
+     "definition again is accepted); get and list print progress (checkpoint,\n"
+     "in flight, acked, redelivered, parked); replay-parked hands the events\n"
+     "parked in $parked-NAME out again; delete removes the group."},
+    {"consume", cli__cmd_consume, 1, 1,
+     CLI_BIT(CLI_F_SERVER) | CLI_BIT(CLI_F_HELP) | CLI_SECURITY | CLI_BIT(CLI_F_TIMEOUT) |
+         CLI_BIT(CLI_F_PREFETCH) | CLI_BIT(CLI_F_PARK_STATUS) | CLI_BIT(CLI_F_MAX_EVENTS),
+     "GROUP -- CMD [ARGS...]",
+     "Joins GROUP and runs CMD once per event handed to it, with the event as\n"
+     "one JSON line on stdin (as read --json prints it, plus \"attempt\"). Exit\n"
+     "status 0 acks it, --park-status (3) parks it in $parked-GROUP, any other\n"
+     "nacks it (handed out again, to any consumer). Runs until SIGINT/SIGTERM\n"
+     "or --count N events, then leaves the group; a summary goes to stderr."},
     {"token", cli__cmd_token, 2, 2, CLI_BIT(CLI_F_JSON) | CLI_BIT(CLI_F_HELP),
      "new NAME",
      "Prints a fresh random token for principal NAME, and the entry to add to\n"
@@ -324,6 +357,12 @@ static int parse_args(struct cli_args *a, const struct cli_cmd_def *c, int argc,
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
         if (!flags_done && strcmp(s, "--") == 0) {
+            if (c->run == cli__cmd_consume) {
+                /* the rest is the worker's command line, untouched */
+                a->rest = &argv[i + 1];
+                a->n_rest = (size_t)(argc - i - 1);
+                break;
+            }
             flags_done = true;
             continue;
         }

@@ -7,7 +7,8 @@
  * human lines or JSON objects); cli_cmds.c holds the simple subcommands;
  * cli_import.c the bulk import over the pipelined appender; cli_sub.c
  * the subscription that prints events as they commit; cli_admin.c the
- * operations (backup, verify, token); cli_proj.c projections and views.
+ * operations (backup, verify, token); cli_proj.c projections and views;
+ * cli_consume.c consumer groups and the `consume` worker runner.
  *
  * A subcommand returns a process exit status, not an AN_E* code: that is
  * what it hands to main(), and two different AN_EINVALs (a bad flag, or the
@@ -63,6 +64,12 @@ enum cli_flag {
     CLI_F_SUM,
     CLI_F_LATEST_ONLY,
     CLI_F_MIN_POSITION,
+    CLI_F_STREAM,
+    CLI_F_MAX_DELIVERIES,
+    CLI_F_ACK_TIMEOUT,
+    CLI_F_ORDERED,
+    CLI_F_PREFETCH,
+    CLI_F_PARK_STATUS,
     CLI_F_COUNT
 };
 
@@ -78,6 +85,8 @@ struct cli_args {
     const char **list[CLI_F_COUNT];     /* repeatable flags: every value */
     size_t n_list[CLI_F_COUNT];
     bool json;                          /* --json */
+    char *const *rest;                  /* consume: the command after "--" */
+    size_t n_rest;
 };
 
 /* ---- annals_cli.c: shared helpers for subcommands ---- */
@@ -153,5 +162,9 @@ int cli__cmd_token(const struct cli_args *a);
 
 int cli__cmd_projection(const struct cli_args *a);
 int cli__cmd_view(const struct cli_args *a);
+
+/* ---- cli_consume.c: consumer groups ---- */
+int cli__cmd_group(const struct cli_args *a);
+int cli__cmd_consume(const struct cli_args *a);
 
 #endif /* CLI_INT_H */

@@ -997,3 +997,91 @@ Test(cli, token_new_prints_a_token_and_its_hash)
     json_decref(j);
     run_free(&r);
 }
+
+/* ---- consumer groups ---- */
+
+Test(cli, group_create_get_list_and_a_script_as_consumer)
+{
+    struct run r = RUN("group", "create", "jobs", "--prefix", "job-", "--max-deliveries", "2");
+    expect_ok(&r);
+    cr_assert_not_null(strstr(r.out, "jobs prefix job-"), "%s", r.out);
+    run_free(&r);
+    append("job-1", "Good", "{\"n\":1}");
+    append("job-2", "Good", "{\"n\":2}");
+    append("job-3", "Bad", "{\"n\":3}");
+    append("other", "Good", "{\"n\":4}");
+
+    /* a shell script as the worker: Bad fails (nack), the rest succeed */
+    r = run_argv(NULL, false,
+                 (const char *const[]){"consume", "jobs", "--count", "4", "--server", h.addr,
+                                       "--", "sh", "-c",
+                                       "read l; case \"$l\" in *'\"Bad\"'*) exit 9;; esac; "
+                                       "case \"$l\" in *'\"attempt\":1'*) exit 0;; esac; exit 5",
+                                       NULL});
+    expect_ok(&r);
+    cr_assert_not_null(strstr(r.err, "4 events: 2 acked, 2 nacked, 0 parked"), "%s", r.err);
+    run_free(&r);
+
+    r = RUN("group", "get", "jobs", "--json");
+    expect_ok(&r);
+    json_t *o = json_line(r.out, 0);
+    cr_assert_eq(jint(o, "acked"), 2);
+    cr_assert_eq(jint(o, "parked"), 1, "Bad parked after 2 attempts");
+    cr_assert_eq(jint(o, "redelivered"), 1);
+    cr_assert_eq(jint(o, "in_flight"), 0);
+    json_decref(o);
+    run_free(&r);
+
+    r = RUN("read", "$parked-jobs", "--json");
+    expect_ok(&r);
+    o = json_line(r.out, 0);
+    json_t *data = json_object_get(o, "data");
+    cr_assert_str_eq(json_string_value(json_object_get(data, "reason")), "exit status 9");
+    cr_assert_str_eq(json_string_value(json_object_get(data, "original_stream")), "job-3");
+    json_decref(o);
+    run_free(&r);
+
+    /* replayed, and this time parked by the park status */
+    r = RUN("group", "replay-parked", "jobs");
+    expect_ok(&r);
+    cr_assert_not_null(strstr(r.out, "0 parked"), "%s", r.out);
+    run_free(&r);
+    r = run_argv(NULL, false,
+                 (const char *const[]){"consume", "jobs", "--count", "1", "--park-status", "4",
+                                       "--server", h.addr, "--", "sh", "-c",
+                                       "cat >/dev/null; exit 4", NULL});
+    expect_ok(&r);
+    cr_assert_not_null(strstr(r.err, "1 events: 0 acked, 0 nacked, 1 parked"), "%s", r.err);
+    run_free(&r);
+
+    r = RUN("group", "list");
+    expect_ok(&r);
+    cr_assert_eq(count_lines(r.out), 1);
+    cr_assert_not_null(strstr(r.out, "1 parked"), "%s", r.out);
+    run_free(&r);
+    r = RUN("group", "delete", "jobs");
+    expect_ok(&r);
+    run_free(&r);
+    r = RUN("group", "get", "jobs");
+    cr_assert_eq(r.status, 1);
+    cr_assert_not_null(strstr(r.err, "not found"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli, group_and_consume_usage_errors_exit_2)
+{
+    struct run r = RUN("group", "frobnicate", "x");
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    r = RUN("group", "get");
+    cr_assert_eq(r.status, 2);
+    run_free(&r);
+    r = RUN("group", "create", "g", "--max-deliveries", "many");
+    cr_assert_eq(r.status, 2);
+    cr_assert_not_null(strstr(r.err, "--max-deliveries"), "%s", r.err);
+    run_free(&r);
+    r = RUN("consume", "g");
+    cr_assert_eq(r.status, 2);
+    cr_assert_not_null(strstr(r.err, "no command"), "%s", r.err);
+    run_free(&r);
+}
