@@ -7,8 +7,9 @@
  *   peers SYSTEM ADDR WORKLOAD [--reps 3] [--seconds 3]
  *   peers ceiling fsync|lmdb DIR [--reps 3] [--seconds 2]
  *
- * SYSTEM: annals (HOST:PORT), pg (a libpq conninfo), redis (HOST:PORT),
- * nats (nats://HOST:PORT). WORKLOAD:
+ * SYSTEM: annals (HOST:PORT; annals-shared: the threads share one client,
+ * one HTTP/2 connection), pg (a libpq conninfo), redis (HOST:PORT), nats
+ * (nats://HOST:PORT). WORKLOAD:
  *   append1    1 client, durable append of one ~200-byte event with an
  *              expected-version check, its own 16 streams;
  *   append64   64 clients (threads, a connection each), each its own streams;
@@ -89,9 +90,27 @@ struct driver {
 
 /* -- annals -- */
 
+/* System "annals-shared": every thread uses one client (one channel, one
+ * HTTP/2 connection), as the threads of one service usually do with gRPC. */
+static bool g_share;
+static an_client *g_shared;
+static pthread_mutex_t g_shared_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void an_open_(struct conn *c)
 {
     an_client *cl;
+    if (g_share) {
+        pthread_mutex_lock(&g_shared_mu);
+        if (!g_shared) {
+            struct an_client_opts o = {.timeout_ms = 30000};
+            int rc = an_connect(g_addr, &o, &g_shared);
+            if (rc) die("annals connect", an_strerror(rc));
+        }
+        pthread_mutex_unlock(&g_shared_mu);
+        c->h = g_shared;
+        c->h2 = (void *)1;
+        return;
+    }
     struct an_client_opts o = {.timeout_ms = 30000};
     int rc = an_connect(g_addr, &o, &cl);
     if (rc) die("annals connect", an_strerror(rc));
@@ -117,7 +136,7 @@ static int an_append_(struct conn *c, const char *stream, int64_t expected, int6
 
 static void an_close_(struct conn *c)
 {
-    an_close(c->h);
+    if (!c->h2) an_close(c->h); /* the shared one stays */
 }
 
 static const struct driver d_annals = {"annals", an_open_, an_append_, an_close_};
@@ -406,8 +425,8 @@ static struct run_result run_clients(const struct driver *d, int clients, bool h
     double secs = bu_now() - t0;
     bu_lat_sort(&all);
     r.eps = (double)done / secs;
-    r.p50 = bu_pct(&all, 0.50) * 1000;
-    r.p99 = bu_pct(&all, 0.99) * 1000;
+    r.p50 = bu_pct(&all, 0.50);
+    r.p99 = bu_pct(&all, 0.99);
     bu_lat_free(&all);
     free(w);
     return r;
@@ -475,8 +494,8 @@ static struct run_result pipe_annals(int rep)
     if (atomic_load(&p.failed)) die("annals pipe", "appends failed");
     struct run_result r = {.eps = (double)atomic_load(&p.done) / secs};
     bu_lat_sort(&p.lat);
-    r.p50 = bu_pct(&p.lat, 0.5) * 1000;
-    r.p99 = bu_pct(&p.lat, 0.99) * 1000;
+    r.p50 = bu_pct(&p.lat, 0.5);
+    r.p99 = bu_pct(&p.lat, 0.99);
     bu_lat_free(&p.lat);
     free(p.sent);
     an_close_(&c);
@@ -515,8 +534,8 @@ static struct run_result pipe_redis(int rep)
     double secs = bu_now() - t0;
     struct run_result r = {.eps = (double)n / secs};
     bu_lat_sort(&lat);
-    r.p50 = bu_pct(&lat, 0.5) * 1000;
-    r.p99 = bu_pct(&lat, 0.99) * 1000;
+    r.p50 = bu_pct(&lat, 0.5);
+    r.p99 = bu_pct(&lat, 0.99);
     bu_lat_free(&lat);
     redis_close(&c);
     return r;
@@ -568,8 +587,8 @@ static struct run_result pipe_pg(int rep)
     PQexitPipelineMode(pg);
     struct run_result r = {.eps = (double)n / secs};
     bu_lat_sort(&lat);
-    r.p50 = bu_pct(&lat, 0.5) * 1000;
-    r.p99 = bu_pct(&lat, 0.99) * 1000;
+    r.p50 = bu_pct(&lat, 0.5);
+    r.p99 = bu_pct(&lat, 0.99);
     bu_lat_free(&lat);
     pg_close(&c);
     return r;
@@ -690,8 +709,8 @@ static struct run_result ceiling_fsync(const char *dir)
     unlink(path);
     struct run_result r = {.eps = (double)n / secs};
     bu_lat_sort(&lat);
-    r.p50 = bu_pct(&lat, 0.5) * 1000;
-    r.p99 = bu_pct(&lat, 0.99) * 1000;
+    r.p50 = bu_pct(&lat, 0.5);
+    r.p99 = bu_pct(&lat, 0.99);
     bu_lat_free(&lat);
     return r;
 }
@@ -749,8 +768,8 @@ static struct run_result ceiling_lmdb(const char *dir, int rep)
     if (system(cmd) != 0) fprintf(stderr, "peers: cannot remove %s\n", path);
     struct run_result r = {.eps = (double)pos / secs};
     bu_lat_sort(&lat);
-    r.p50 = bu_pct(&lat, 0.5) * 1000;
-    r.p99 = bu_pct(&lat, 0.99) * 1000;
+    r.p50 = bu_pct(&lat, 0.5);
+    r.p99 = bu_pct(&lat, 0.99);
     bu_lat_free(&lat);
     return r;
 }
@@ -777,6 +796,10 @@ static void report(const char *sys, const char *wl, int clients, struct run_resu
 static const struct driver *find_driver(const char *name)
 {
     if (!strcmp(name, "annals")) return &d_annals;
+    if (!strcmp(name, "annals-shared")) {
+        g_share = true;
+        return &d_annals;
+    }
 #ifdef HAVE_PQ
     if (!strcmp(name, "pg")) return &d_pg;
 #endif
@@ -825,7 +848,9 @@ int main(int argc, char **argv)
     }
     const char *sys = argv[1], *wl = argv[3];
     g_addr = argv[2];
-    g_wl = wl;
+    static char tag[64];
+    snprintf(tag, sizeof(tag), "%s-%s", sys, wl);
+    g_wl = tag; /* stream names: each system and workload its own */
     const struct driver *d = find_driver(sys);
     if (!d) {
         fprintf(stderr, "peers: system %s is not built in (missing client library?)\n", sys);
@@ -873,5 +898,6 @@ int main(int argc, char **argv)
                 r[i].conflicts ? " (conflicts counted)" : "");
     }
     report(sys, wl, clients, r, g_reps);
+    if (g_shared) an_close(g_shared);
     return 0;
 }

@@ -37,6 +37,7 @@ def sh(cmd):
 
 NAMES = {
     "annals": "Annals",
+    "annals-shared": "Annals, clients sharing one connection",
     "pg": "PostgreSQL 15 (synchronous_commit on)",
     "redis": "Redis 7 (appendfsync always, Lua check)",
     "nats": "NATS JetStream 2.9 (not durable per ack)",
@@ -64,12 +65,17 @@ w("")
 w("## Machine")
 w("")
 w(f"- date: {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC')}")
-w(f"- cpu: {os.cpu_count()} cores, {sh('grep -m1 \"model name\" /proc/cpuinfo | cut -d: -f2').strip()}")
-w(f"- memory: {sh('free -g | awk \"/Mem:/{print \\$2}\"')} GiB")
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+mem = sh("free -g | awk '/Mem:/{print $2}'")
+disk = sh("df -h /var/tmp | tail -1")
+pgv = sh("/usr/lib/postgresql/15/bin/postgres --version")
+rv = sh("redis-server --version | cut -d' ' -f1-3")
+nv = sh("nats-server --version")
+w(f"- cpu: {os.cpu_count()} cores, {cpu}")
+w(f"- memory: {mem} GiB")
 w(f"- kernel: {platform.release()}")
-w(f"- disk (the temp dirs): {sh('df -h /var/tmp | tail -1')}")
-w(f"- versions: {sh('/usr/lib/postgresql/15/bin/postgres --version')}; "
-  f"{sh('redis-server --version | cut -d\" \" -f1-3')}; nats-server {sh('nats-server --version')}")
+w(f"- disk (the temp dirs): {disk}")
+w(f"- versions: {pgv}; {rv}; nats-server {nv}")
 w("")
 
 ceil_fsync = get("fsync", "fdatasync")
@@ -91,7 +97,7 @@ w("| workload | system | events/s [min-max] | p50 ms | p99 ms | conflicts | vs A
 w("|---|---|---:|---:|---:|---:|---:|")
 for wl, desc in WORKLOADS:
     a = eps("annals", wl)
-    for system in ["annals", "pg", "redis", "nats"]:
+    for system in ["annals", "annals-shared", "pg", "redis", "nats"]:
         r = get(system, wl)
         if not r:
             continue
@@ -168,7 +174,8 @@ w("![events/s by system and workload](compare.png)")
 open(os.path.join(out, "compare.md"), "w").write("\n".join(lines) + "\n")
 
 # gnuplot: events/s by workload (clustered bars), and p50/p99 of the appends
-systems = [s for s in ["annals", "pg", "redis", "nats"] if any(r["system"] == s for r in rows)]
+systems = [s for s in ["annals", "annals-shared", "pg", "redis", "nats"]
+           if any(r["system"] == s for r in rows)]
 with open(os.path.join(out, "compare.dat"), "w") as f:
     f.write("workload " + " ".join(systems) + "\n")
     for wl, desc in WORKLOADS:
