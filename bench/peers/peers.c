@@ -215,10 +215,16 @@ static void redis_open(struct conn *c)
     *colon = 0;
     redisContext *r = redisConnect(host, atoi(colon + 1));
     if (!r || r->err) die("redis connect", r ? r->errstr : "no memory");
-    redisReply *rep = redisCommand(r, "SCRIPT LOAD %s", redis_lua);
-    if (!rep || rep->type != REDIS_REPLY_STRING) die("redis script load", r->errstr);
-    snprintf(redis_sha, sizeof(redis_sha), "%s", rep->str);
-    freeReplyObject(rep);
+    /* loaded once (threads connect at the same time; the sha is shared) */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    if (!redis_sha[0]) {
+        redisReply *rep = redisCommand(r, "SCRIPT LOAD %s", redis_lua);
+        if (!rep || rep->type != REDIS_REPLY_STRING) die("redis script load", r->errstr);
+        snprintf(redis_sha, sizeof(redis_sha), "%s", rep->str);
+        freeReplyObject(rep);
+    }
+    pthread_mutex_unlock(&mu);
     c->h = r;
 }
 
