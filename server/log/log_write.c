@@ -762,11 +762,6 @@ static void publish_commit(log_env *env, uint64_t head)
     atomic_store_explicit(&env->committed_seq, env->w_seq, memory_order_release);
 }
 
-/*
- * Applies the open ops of [from, *to) in one transaction and commits it.
- * On return *to may be lower: the transaction's dirty pages filled up and
- * the rest must go into another one. Returns 0 or a code for the whole run.
- */
 /* Whether the log's filesystem is (nearly) out of space: LMDB reports a
  * short write, which is what a full disk gives, as EIO. */
 static bool low_space(const log_env *env)
@@ -778,6 +773,11 @@ static bool low_space(const log_env *env)
     return (uint64_t)st.f_bavail * st.f_frsize < LOW_SPACE_BYTES;
 }
 
+/*
+ * Applies the open ops of [from, *to) in one transaction and commits it.
+ * On return *to may be lower: the transaction's dirty pages filled up and
+ * the rest must go into another one. Returns 0 or a code for the whole run.
+ */
 static int run_txn(log_env *env, struct log_op *ops, size_t from, size_t *to)
 {
     char detail[LOG_DETAIL_MAX];
