@@ -51,140 +51,16 @@
  * Locks: gs->mu (the list of groups) before g->mu; gs->pmu serializes the
  * stores with deletions, so a deleted group's state is never written back.
  */
-#include "srv_int.h"
+#include "srv_group_int.h"
 
 #include <errno.h>
 #include <jansson.h>
-#include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include <grpc/byte_buffer_reader.h>
 
-#include "annals/v1/consumers.pb-c.h"
-
-#define WINDOW_MAX (1u << 18)       /* entries per group */
-#define MSG_EVENTS 256u             /* deliveries per message */
-#define MSG_BYTES (1u << 20)        /* a message's size, beyond its first event */
-#define SCAN_MAX 16384u             /* positions looked at per fill */
-#define PREFETCH_MAX 10000u
-#define STORE_MS 20                 /* the most a settle waits to be stored */
-#define TICK_MS 50                  /* ack timeouts are looked at this often */
-#define FILTER_MAX 64u              /* prefixes, types */
-#define GROUPS_MAP_BYTES (1ull << 30)
-
-#define MARK_SETTLED 1u
-#define MARK_REPLAY 2u
-
-enum { GE_READY = 0, GE_FLIGHT, GE_BLOCKED, GE_PARKING, GE_DONE };
-
-struct gstream;
-
-struct srv_gentry {
-    uint64_t pos;
-    uint32_t attempts;          /* hand-outs so far */
-    uint8_t state;
-    bool replay;                /* on the replay list (below the checkpoint) */
-    uint32_t hidx;              /* index in the ready heap; UINT32_MAX: none */
-    int64_t deadline_ms;        /* FLIGHT: when the ack timeout passes */
-    struct srv_call *owner;     /* FLIGHT */
-    struct srv_gentry *fl_prev; /* the owner's in-flight list */
-    struct srv_gentry *fl_next;
-    struct gstream *st;         /* ordered: its stream */
-    struct srv_gentry *st_next; /* ordered: the stream's next entry */
-    char *reason;               /* the last nack's reason (malloc'd) */
-};
-
-/* ordered_per_stream: the unsettled entries of one stream, oldest first */
-struct gstream {
-    struct gstream *hnext;
-    struct srv_gentry *head;
-    struct srv_gentry *tail;
-    uint64_t hash;
-    size_t len;
-    char name[];
-};
-
-struct gmark {
-    uint64_t pos;
-    uint32_t attempts;
-    uint32_t flags;
-};
-
-struct gstate_rec {
-    uint64_t checkpoint;
-    uint64_t delivered;
-    uint64_t acked;
-    uint64_t redelivered;
-    uint64_t parked;
-};
-
-struct srv_group {
-    struct srv_groups *gs;
-    atomic_int refs;
-    pthread_mutex_t mu;
-    struct srv_group *next;     /* gs->list */
-    char name[65];
-    Annals__V1__ConsumerGroup *def; /* as created (owned) */
-    uint8_t *def_bytes;         /* its packed form: an identical create matches */
-    size_t def_len;
-    struct log_filter filter;   /* points into def */
-    const char *stream;         /* one stream, else NULL (points into def) */
-    bool dollar_ok;             /* '$' streams may be selected */
-    uint32_t max_deliveries;
-    uint32_t ack_timeout_ms;
-    bool ordered;
-    bool deleted;
-
-    uint64_t scanned;           /* every position <= this has been looked at */
-    uint64_t checkpoint;
-    uint64_t delivered, acked, redelivered, parked;
-    uint32_t in_flight;
-
-    struct srv_gentry **win;    /* the window: a ring, ordered by position */
-    size_t win_cap;             /* a power of two */
-    size_t win_head;
-    size_t win_len;
-    struct srv_gentry **heap;   /* READY entries, min-heap by position */
-    size_t n_heap, cap_heap;
-    struct srv_gentry **rep;    /* the replay list, sorted by position */
-    size_t n_rep, cap_rep;
-    struct gstream **sbuckets;  /* ordered: streams by name */
-    size_t n_sbuckets, n_streams;
-
-    struct srv_call *consumers; /* through cons.prev/next */
-    unsigned n_consumers;
-    struct srv_call *rr;        /* where the next pump starts */
-
-    /* to store */
-    uint64_t *dirty;            /* positions whose mark changed */
-    size_t n_dirty, cap_dirty;
-    uint64_t *del;              /* replay marks to delete */
-    size_t n_del, cap_del;
-    bool state_dirty;
-    uint64_t ckpt_stored;
-    /* marks loaded at start, consulted as the scan passes them */
-    struct gmark *lm;
-    size_t n_lm, i_lm;
-};
-
-struct srv_groups {
-    struct srv *srv;
-    MDB_env *env;
-    MDB_dbi defs, state, marks;
-    pthread_mutex_t mu;         /* list, wake, stop */
-    pthread_cond_t cond;
-    struct srv_group *list;
-    unsigned n;
-    bool wake;
-    bool stop;
-    bool running;
-    pthread_t thread;
-    pthread_mutex_t pmu;        /* stores and deletions of records */
-    log_reader *rd;             /* the groups thread's reader */
-};
 
 static int64_t now_ms(void)
 {
@@ -192,7 +68,7 @@ static int64_t now_ms(void)
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static int mdb_code(int rc)
+int srv__mdb_code(int rc)
 {
     switch (rc) {
     case 0:
@@ -210,7 +86,7 @@ static int mdb_code(int rc)
     }
 }
 
-static bool vec_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
+bool srv__vec_push(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
 {
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 64;
@@ -525,7 +401,7 @@ static void entry_free(struct srv_gentry *e)
 
 static void mark_dirty(struct srv_group *g, uint64_t pos)
 {
-    vec_push(&g->dirty, &g->n_dirty, &g->cap_dirty, pos);
+    srv__vec_push(&g->dirty, &g->n_dirty, &g->cap_dirty, pos);
 }
 
 /* Moves the checkpoint past the DONE entries at the window's front. */
@@ -554,7 +430,7 @@ static void entry_done(struct srv_group *g, struct srv_gentry *e)
     g->state_dirty = true;
     if (e->replay) {
         rep_remove(g, e);
-        vec_push(&g->del, &g->n_del, &g->cap_del, e->pos);
+        srv__vec_push(&g->del, &g->n_del, &g->cap_del, e->pos);
         entry_free(e);
         return;
     }
@@ -617,8 +493,6 @@ struct park_req {
     char *data;
 };
 
-static void group_unref(struct srv_group *g);
-static void wake_thread(struct srv_groups *gs);
 
 static void park_done(struct srv_wreq *w)
 {
@@ -638,10 +512,10 @@ static void park_done(struct srv_wreq *w)
         }
     }
     pthread_mutex_unlock(&g->mu);
-    wake_thread(g->gs);
+    srv__wake_thread(g->gs);
     free(p->data);
     free(p);
-    group_unref(g);
+    srv__group_unref(g);
     srv_wreq_free(w);
 }
 
@@ -890,7 +764,6 @@ static bool add_delivery(struct msg_buf *b, const struct log_event *ev, uint32_t
     return true;
 }
 
-static void consumer_maybe_end(struct srv_call *c);
 
 /* Hands out what consumer c may take now (reader begun). */
 static void give(struct srv_group *g, struct srv_call *c, log_reader *rd, struct msg_buf *b)
@@ -952,7 +825,7 @@ static void give(struct srv_group *g, struct srv_call *c, log_reader *rd, struct
 }
 
 /* Fills and hands out to every consumer that has room. */
-static void pump(struct srv_group *g, log_reader *rd)
+void srv__pump(struct srv_group *g, log_reader *rd)
 {
     if (g->deleted || !g->n_consumers) {
         return;
@@ -992,7 +865,7 @@ static struct srv_gentry *owned(struct srv_group *g, struct srv_call *c, uint64_
     return e && e->state == GE_FLIGHT && e->owner == c ? e : NULL;
 }
 
-static void settle(struct srv_group *g, struct srv_call *c, const Annals__V1__Settle *st)
+void srv__settle(struct srv_group *g, struct srv_call *c, const Annals__V1__Settle *st)
 {
     for (size_t i = 0; i < st->n_ack; i++) {
         struct srv_gentry *e = owned(g, c, st->ack[i]);
@@ -1062,7 +935,7 @@ static void group_free(struct srv_group *g)
     free(g);
 }
 
-static void group_unref(struct srv_group *g)
+void srv__group_unref(struct srv_group *g)
 {
     if (atomic_fetch_sub(&g->refs, 1) == 1) {
         group_free(g);
@@ -1070,7 +943,7 @@ static void group_unref(struct srv_group *g)
 }
 
 /* A group from its packed definition (def_bytes taken). */
-static int group_new(struct srv_groups *gs, uint8_t *bytes, size_t len, struct srv_group **out)
+int srv__group_new(struct srv_groups *gs, uint8_t *bytes, size_t len, struct srv_group **out)
 {
     struct srv_group *g = calloc(1, sizeof(*g));
     if (!g) {
@@ -1114,7 +987,7 @@ static int group_new(struct srv_groups *gs, uint8_t *bytes, size_t len, struct s
     return 0;
 }
 
-static struct srv_group *group_find(struct srv_groups *gs, const char *name)
+struct srv_group *srv__group_find(struct srv_groups *gs, const char *name)
 {
     for (struct srv_group *g = gs->list; g; g = g->next) {
         if (strcmp(g->name, name) == 0) {
@@ -1125,10 +998,10 @@ static struct srv_group *group_find(struct srv_groups *gs, const char *name)
 }
 
 /* The group by name with a reference, or NULL. */
-static struct srv_group *group_get(struct srv_groups *gs, const char *name)
+struct srv_group *srv__group_get(struct srv_groups *gs, const char *name)
 {
     pthread_mutex_lock(&gs->mu);
-    struct srv_group *g = group_find(gs, name);
+    struct srv_group *g = srv__group_find(gs, name);
     if (g) {
         atomic_fetch_add(&g->refs, 1);
     }
@@ -1246,7 +1119,7 @@ static int write_snap(struct srv_groups *gs, MDB_txn *txn, const struct snap *s)
 }
 
 /* Stores what every group (or just `only`) has to store, in one commit. */
-static void store(struct srv_groups *gs, struct srv_group *only)
+void srv__store(struct srv_groups *gs, struct srv_group *only)
 {
     pthread_mutex_lock(&gs->pmu);
     pthread_mutex_lock(&gs->mu);
@@ -1290,19 +1163,19 @@ static void store(struct srv_groups *gs, struct srv_group *only)
     }
     free(sn);
     for (size_t i = 0; i < m; i++) {
-        group_unref(gl[i]);
+        srv__group_unref(gl[i]);
     }
     free(gl);
     pthread_mutex_unlock(&gs->pmu);
 }
 
 /* Deletes a group's records (defs, state, marks) in one synced commit. */
-static int drop_records(struct srv_groups *gs, const char *name)
+int srv__drop_records(struct srv_groups *gs, const char *name)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(gs->env, NULL, 0, &txn);
     if (rc) {
-        return mdb_code(rc);
+        return srv__mdb_code(rc);
     }
     MDB_val k = {strlen(name), (void *)name};
     rc = mdb_del(txn, gs->defs, &k, NULL);
@@ -1330,9 +1203,9 @@ static int drop_records(struct srv_groups *gs, const char *name)
     }
     if (rc) {
         mdb_txn_abort(txn);
-        return mdb_code(rc);
+        return srv__mdb_code(rc);
     }
-    return mdb_code(mdb_txn_commit(txn));
+    return srv__mdb_code(mdb_txn_commit(txn));
 }
 
 /* ---- loading at start ---- */
@@ -1346,7 +1219,7 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
     }
     memcpy(bytes, v->mv_data, v->mv_size);
     struct srv_group *g;
-    int rc = group_new(gs, bytes, v->mv_size, &g);
+    int rc = srv__group_new(gs, bytes, v->mv_size, &g);
     if (rc) {
         say_error("groups", "msg=\"a stored definition does not decode\" name=%.*s",
                   (int)k->mv_size, (const char *)k->mv_data);
@@ -1364,7 +1237,7 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
     }
     /* the marks: replayed ones become entries now, the rest wait for the scan */
     MDB_cursor *cur;
-    rc = mdb_code(mdb_cursor_open(txn, gs->marks, &cur));
+    rc = srv__mdb_code(mdb_cursor_open(txn, gs->marks, &cur));
     uint8_t kb[96];
     size_t plen = strlen(g->name) + 1;
     MDB_val mk = {mark_key(kb, g->name, 0), kb}, mv;
@@ -1412,7 +1285,7 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
         mdb_cursor_close(cur);
     }
     if (rc) {
-        group_unref(g);
+        srv__group_unref(g);
         return rc;
     }
     g->next = gs->list;
@@ -1427,13 +1300,13 @@ static int load(struct srv_groups *gs, char *detail)
     int rc = mdb_txn_begin(gs->env, NULL, MDB_RDONLY, &txn);
     if (rc) {
         snprintf(detail, LOG_DETAIL_MAX, "groups: %s", mdb_strerror(rc));
-        return mdb_code(rc);
+        return srv__mdb_code(rc);
     }
     MDB_cursor *cur;
     rc = mdb_cursor_open(txn, gs->defs, &cur);
     MDB_val k, v;
     int r = rc ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    int err = rc ? mdb_code(rc) : 0;
+    int err = rc ? srv__mdb_code(rc) : 0;
     while (!err && r == 0) {
         if ((err = load_group(gs, txn, gs->rd, &k, &v))) {
             snprintf(detail, LOG_DETAIL_MAX, "groups: cannot load group '%.*s': %s",
@@ -1451,7 +1324,7 @@ static int load(struct srv_groups *gs, char *detail)
 
 /* ---- the groups thread ---- */
 
-static void wake_thread(struct srv_groups *gs)
+void srv__wake_thread(struct srv_groups *gs)
 {
     pthread_mutex_lock(&gs->mu);
     gs->wake = true;
@@ -1462,7 +1335,7 @@ static void wake_thread(struct srv_groups *gs)
 void srv_group_notify(struct srv *s)
 {
     if (s->groups) {
-        wake_thread(s->groups);
+        srv__wake_thread(s->groups);
     }
 }
 
@@ -1490,7 +1363,7 @@ static void *groups_main(void *arg)
         pthread_mutex_unlock(&gs->mu);
         if (stop) {
             for (size_t i = 0; i < m; i++) {
-                group_unref(gl[i]);
+                srv__group_unref(gl[i]);
             }
             free(gl);
             break;
@@ -1507,14 +1380,14 @@ static void *groups_main(void *arg)
                 if (tick) {
                     expire(g, now);
                 }
-                pump(g, gs->rd);
+                srv__pump(g, gs->rd);
             }
             pthread_mutex_unlock(&g->mu);
-            group_unref(g);
+            srv__group_unref(g);
         }
         free(gl);
         if (now - last_store >= STORE_MS) {
-            store(gs, NULL);
+            srv__store(gs, NULL);
             last_store = now;
         }
     }
@@ -1568,7 +1441,7 @@ int srv_group_start(struct srv *s, char *detail)
     }
     if (rc) {
         snprintf(detail, LOG_DETAIL_MAX, "cannot open %.180s: %s", path, mdb_strerror(rc));
-        return mdb_code(rc);
+        return srv__mdb_code(rc);
     }
     if ((rc = log_reader_open(s->log, &gs->rd))) {
         snprintf(detail, LOG_DETAIL_MAX, "groups: no log reader");
@@ -1607,11 +1480,11 @@ void srv_group_free(struct srv *s)
         return;
     }
     if (gs->env) {
-        store(gs, NULL);
+        srv__store(gs, NULL);
     }
     for (struct srv_group *g = gs->list, *nx; g; g = nx) {
         nx = g->next;
-        group_unref(g);
+        srv__group_unref(g);
     }
     log_reader_close(gs->rd);
     if (gs->env) {
@@ -1624,11 +1497,11 @@ void srv_group_free(struct srv *s)
     s->groups = NULL;
 }
 
-/* ---- Consume calls ---- */
+/* ---- consumers leaving ---- */
 
 /* Ends c's call once it has left its group and nothing is in flight on it
  * (under g->mu, or before the join). */
-static void consumer_maybe_end(struct srv_call *c)
+void srv__consumer_maybe_end(struct srv_call *c)
 {
     struct srv_consumer *k = &c->cons;
     if (k->ended || !k->left || k->sending) {
@@ -1643,7 +1516,7 @@ static void consumer_maybe_end(struct srv_call *c)
 }
 
 /* c leaves its group: its unsettled events are handed out again. */
-static void consumer_leave(struct srv_group *g, struct srv_call *c, int code, const char *detail)
+void srv__consumer_leave(struct srv_group *g, struct srv_call *c, int code, const char *detail)
 {
     struct srv_consumer *k = &c->cons;
     if (k->left) {
@@ -1670,512 +1543,13 @@ static void consumer_leave(struct srv_group *g, struct srv_call *c, int code, co
     }
     k->prev = k->next = NULL;
     g->n_consumers--;
-    consumer_maybe_end(c);
+    srv__consumer_maybe_end(c);
 }
 
-/* Before the join: ends the call at once. */
-static void refuse(struct srv_call *c, int code, const char *detail)
-{
-    c->cons.left = true;
-    c->cons.ended = true;
-    srv_reply_code(c, code, detail);
-}
-
-static void join(struct srv_call *c, const Annals__V1__Join *j)
-{
-    struct srv *s = c->srv;
-    char detail[LOG_DETAIL_MAX];
-    if (!j->group || !j->group[0]) {
-        refuse(c, AN_EINVAL, "join.group: empty");
-        return;
-    }
-    if (j->prefetch > PREFETCH_MAX) {
-        snprintf(detail, sizeof(detail), "join.prefetch: %u > limit %u", j->prefetch,
-                 PREFETCH_MAX);
-        refuse(c, AN_EINVAL, detail);
-        return;
-    }
-    int rc = srv_authorize_group(c, j->group, false, detail);
-    if (rc) {
-        refuse(c, rc, detail);
-        return;
-    }
-    struct srv_group *g = group_get(s->groups, j->group);
-    if (!g) {
-        char enc[200];
-        log_percent_encode(enc, sizeof(enc), j->group, strlen(j->group));
-        snprintf(detail, sizeof(detail), "group '%s' not found", enc);
-        refuse(c, AN_ENOTFOUND, detail);
-        return;
-    }
-    pthread_mutex_lock(&g->mu);
-    if (g->deleted) {
-        pthread_mutex_unlock(&g->mu);
-        group_unref(g);
-        refuse(c, AN_ENOTFOUND, "the group was deleted");
-        return;
-    }
-    struct srv_consumer *k = &c->cons;
-    k->g = g; /* the reference */
-    k->prefetch = j->prefetch ? j->prefetch : 16;
-    k->prev = NULL;
-    k->next = g->consumers;
-    if (g->consumers) {
-        g->consumers->cons.prev = c;
-    }
-    g->consumers = c;
-    g->n_consumers++;
-    pump(g, c->q->rd);
-    pthread_mutex_unlock(&g->mu);
-}
-
-static void recv_next(struct srv_call *c)
-{
-    srv_call_ref(c);
-    c->cons.reading = srv_recv(c) == 0;
-    if (!c->cons.reading) {
-        srv_call_unref(c);
-    }
-}
-
-void srv_consume_on_read(struct srv_call *c, bool ok)
-{
-    struct srv_consumer *k = &c->cons;
-    struct srv_group *g = k->g;
-    k->reading = false;
-    Annals__V1__ConsumeRequest *req = NULL;
-    if (ok && c->recv) {
-        grpc_byte_buffer_reader r;
-        if (grpc_byte_buffer_reader_init(&r, c->recv)) {
-            grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
-            grpc_byte_buffer_reader_destroy(&r);
-            req = annals__v1__consume_request__unpack(NULL, GRPC_SLICE_LENGTH(sl),
-                                                      GRPC_SLICE_START_PTR(sl));
-            grpc_slice_unref(sl);
-        }
-        grpc_byte_buffer_destroy(c->recv);
-        c->recv = NULL;
-        if (!req) {
-            ok = false;
-            if (!g) {
-                refuse(c, AN_EINVAL, "malformed ConsumeRequest");
-            } else {
-                pthread_mutex_lock(&g->mu);
-                consumer_leave(g, c, AN_EINVAL, "malformed ConsumeRequest");
-                pthread_mutex_unlock(&g->mu);
-            }
-            srv_call_unref(c);
-            return;
-        }
-    }
-    if (!g) {
-        /* the first message */
-        if (k->ended) {
-            /* shut down before it came */
-        } else if (!req) {
-            refuse(c, AN_EINVAL, "the call carried no join");
-        } else if (atomic_load(&c->srv->shutting_down)) {
-            refuse(c, AN_EUNAVAIL, "the server is shutting down");
-        } else if (req->msg_case != ANNALS__V1__CONSUME_REQUEST__MSG_JOIN) {
-            refuse(c, AN_EINVAL, "the first ConsumeRequest must carry join");
-        } else {
-            join(c, req->join);
-            if (k->g) {
-                recv_next(c);
-            }
-        }
-        if (req) {
-            annals__v1__consume_request__free_unpacked(req, NULL);
-        }
-        srv_call_unref(c);
-        return;
-    }
-    pthread_mutex_lock(&g->mu);
-    if (!req) {
-        /* half-closed or gone: leave; the others take its events */
-        consumer_leave(g, c, 0, NULL);
-        pump(g, c->q->rd);
-    } else if (!k->left) {
-        if (req->msg_case == ANNALS__V1__CONSUME_REQUEST__MSG_SETTLE) {
-            settle(g, c, req->settle);
-            pump(g, c->q->rd);
-            recv_next(c);
-        } else {
-            consumer_leave(g, c, AN_EINVAL, "join may come only once; then settle");
-        }
-    }
-    pthread_mutex_unlock(&g->mu);
-    if (req) {
-        annals__v1__consume_request__free_unpacked(req, NULL);
-    }
-    srv_call_unref(c);
-}
-
-void srv_consume_on_write(struct srv_call *c, bool ok)
-{
-    struct srv_group *g = c->cons.g;
-    pthread_mutex_lock(&g->mu);
-    c->cons.sending = false;
-    if (!ok) {
-        consumer_leave(g, c, AN_ECANCELLED, "the client went away");
-    }
-    if (c->cons.left) {
-        consumer_maybe_end(c);
-    }
-    pump(g, c->q->rd);
-    pthread_mutex_unlock(&g->mu);
-    srv_call_unref(c);
-}
-
-void srv_consume_end(struct srv_call *c, int code, const char *detail)
-{
-    struct srv_group *g = c->cons.g;
-    if (!g) {
-        /* not joined yet: its first read ends it */
-        grpc_call_cancel_with_status(c->call, srv_status_of(code), detail, NULL);
-        return;
-    }
-    pthread_mutex_lock(&g->mu);
-    bool sending = c->cons.sending;
-    consumer_leave(g, c, code, detail);
-    pthread_mutex_unlock(&g->mu);
-    if (sending) {
-        /* a send held back by a client that stopped reading */
-        grpc_call_cancel_with_status(c->call, srv_status_of(code), detail, NULL);
-    }
-}
-
-/* Frees what a Consume call holds (its CLOSE, from call_free's side). */
-static void consume_release(struct srv_call *c)
-{
-    if (c->cons.g) {
-        group_unref(c->cons.g);
-        c->cons.g = NULL;
-    }
-}
-
-/* ---- the unary calls ---- */
-
-static void status_of(struct srv_group *g, uint64_t head, Annals__V1__GroupStatus *st)
-{
-    annals__v1__group_status__init(st);
-    st->group = g->def;
-    st->checkpoint = g->checkpoint;
-    st->head = head;
-    st->consumers = g->n_consumers;
-    st->in_flight = g->in_flight;
-    st->delivered = g->delivered;
-    st->acked = g->acked;
-    st->redelivered = g->redelivered;
-    st->parked = g->parked;
-}
-
-static void reply_status(struct srv_call *c, struct srv_group *g)
-{
-    Annals__V1__GroupStatus st;
-    pthread_mutex_lock(&g->mu);
-    status_of(g, log_head(c->srv->log), &st);
-    grpc_byte_buffer *bb = srv_pack(&st.base);
-    pthread_mutex_unlock(&g->mu);
-    srv_reply(c, bb, GRPC_STATUS_OK, NULL, NULL, 0);
-}
-
-static bool name_ok(const char *n)
-{
-    size_t len = strlen(n);
-    if (len < 1 || len > 64) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char ch = n[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static int check_names(const char *what, char *const *v, size_t n, char *detail)
-{
-    if (n > FILTER_MAX) {
-        snprintf(detail, LOG_DETAIL_MAX, "filter.%s: %zu entries > limit %u", what, n,
-                 FILTER_MAX);
-        return AN_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(v[i]);
-        if (len == 0 || len > LOG_NAME_MAX || !log_utf8_valid(v[i], len)) {
-            snprintf(detail, LOG_DETAIL_MAX,
-                     "filter.%s[%zu]: must be 1..%u bytes of UTF-8", what, i, LOG_NAME_MAX);
-            return AN_EINVAL;
-        }
-    }
-    return 0;
-}
-
-static int check_def(const Annals__V1__ConsumerGroup *d, char *detail)
-{
-    if (!name_ok(d->name)) {
-        snprintf(detail, LOG_DETAIL_MAX, "name: must be 1..64 of [a-z0-9_-]");
-        return AN_EINVAL;
-    }
-    bool has_filter = d->filter && (d->filter->n_stream_prefixes || d->filter->n_event_types);
-    size_t slen = strlen(d->stream);
-    if (slen) {
-        if (slen > LOG_NAME_MAX || !log_utf8_valid(d->stream, slen)) {
-            snprintf(detail, LOG_DETAIL_MAX, "stream: must be 1..%u bytes of UTF-8",
-                     LOG_NAME_MAX);
-            return AN_EINVAL;
-        }
-        if (has_filter) {
-            snprintf(detail, LOG_DETAIL_MAX,
-                     "filter: applies to all-streams groups only (stream is set)");
-            return AN_EINVAL;
-        }
-    }
-    if (d->from_end && d->from_position) {
-        snprintf(detail, LOG_DETAIL_MAX, "from_end and from_position: choose one");
-        return AN_EINVAL;
-    }
-    if (d->filter) {
-        int rc = check_names("stream_prefixes", d->filter->stream_prefixes,
-                             d->filter->n_stream_prefixes, detail);
-        if (!rc) {
-            rc = check_names("event_types", d->filter->event_types, d->filter->n_event_types,
-                             detail);
-        }
-        if (rc) {
-            return rc;
-        }
-    }
-    return 0;
-}
-
-static void on_create(struct srv_call *c)
-{
-    struct srv_groups *gs = c->srv->groups;
-    const Annals__V1__ConsumerGroup *d = (const Annals__V1__ConsumerGroup *)c->req;
-    char detail[LOG_DETAIL_MAX];
-    int rc = check_def(d, detail);
-    if (rc) {
-        srv_reply_code(c, rc, detail);
-        return;
-    }
-    size_t len = annals__v1__consumer_group__get_packed_size(d);
-    uint8_t *bytes = malloc(len ? len : 1);
-    if (!bytes) {
-        srv_reply_code(c, AN_ENOMEM, NULL);
-        return;
-    }
-    annals__v1__consumer_group__pack(d, bytes);
-    pthread_mutex_lock(&gs->pmu);
-    pthread_mutex_lock(&gs->mu);
-    struct srv_group *old = group_find(gs, d->name);
-    if (old) {
-        bool same = old->def_len == len && memcmp(old->def_bytes, bytes, len) == 0;
-        atomic_fetch_add(&old->refs, 1);
-        pthread_mutex_unlock(&gs->mu);
-        pthread_mutex_unlock(&gs->pmu);
-        free(bytes);
-        if (same) {
-            reply_status(c, old);
-        } else {
-            snprintf(detail, sizeof(detail),
-                     "group '%s' exists with a different definition", d->name);
-            srv_reply_code(c, AN_EEXIST, detail);
-        }
-        group_unref(old);
-        return;
-    }
-    pthread_mutex_unlock(&gs->mu);
-    struct srv_group *g;
-    if ((rc = group_new(gs, bytes, len, &g))) {
-        pthread_mutex_unlock(&gs->pmu);
-        srv_reply_code(c, rc, NULL);
-        return;
-    }
-    uint64_t head = log_head(c->srv->log);
-    g->scanned = d->from_end ? head : d->from_position ? d->from_position - 1 : 0;
-    g->checkpoint = g->ckpt_stored = g->scanned;
-    /* the definition and the starting point, durably, before the answer */
-    MDB_txn *txn;
-    struct gstate_rec st = {.checkpoint = g->checkpoint};
-    MDB_val k = {strlen(g->name), g->name};
-    MDB_val v = {len, g->def_bytes};
-    MDB_val sv = {sizeof(st), &st};
-    int mrc = mdb_txn_begin(gs->env, NULL, 0, &txn);
-    if (!mrc && !(mrc = mdb_put(txn, gs->defs, &k, &v, 0)) &&
-        !(mrc = mdb_put(txn, gs->state, &k, &sv, 0))) {
-        mrc = mdb_txn_commit(txn);
-    } else if (!mrc || txn) {
-        mdb_txn_abort(txn);
-    }
-    if (mrc) {
-        pthread_mutex_unlock(&gs->pmu);
-        group_unref(g);
-        snprintf(detail, sizeof(detail), "cannot store the group: %s", mdb_strerror(mrc));
-        srv_reply_code(c, mdb_code(mrc), detail);
-        return;
-    }
-    pthread_mutex_lock(&gs->mu);
-    g->next = gs->list;
-    gs->list = g;
-    gs->n++;
-    atomic_fetch_add(&g->refs, 1);
-    pthread_mutex_unlock(&gs->mu);
-    pthread_mutex_unlock(&gs->pmu);
-    say_info("groups", "msg=created group=%s from=%llu", g->name,
-             (unsigned long long)g->scanned + 1);
-    reply_status(c, g);
-    group_unref(g);
-}
-
-static void not_found(struct srv_call *c, const char *name)
-{
-    char enc[200], detail[LOG_DETAIL_MAX];
-    log_percent_encode(enc, sizeof(enc), name, strlen(name));
-    snprintf(detail, sizeof(detail), "group '%s' not found", enc);
-    srv_reply_code(c, AN_ENOTFOUND, detail);
-}
-
-static void on_delete(struct srv_call *c)
-{
-    struct srv_groups *gs = c->srv->groups;
-    const char *name = ((Annals__V1__DeleteGroupRequest *)c->req)->name;
-    pthread_mutex_lock(&gs->pmu);
-    pthread_mutex_lock(&gs->mu);
-    struct srv_group **pp = &gs->list;
-    while (*pp && strcmp((*pp)->name, name) != 0) {
-        pp = &(*pp)->next;
-    }
-    struct srv_group *g = *pp;
-    if (g) {
-        *pp = g->next;
-        gs->n--;
-    }
-    pthread_mutex_unlock(&gs->mu);
-    if (!g) {
-        pthread_mutex_unlock(&gs->pmu);
-        not_found(c, name);
-        return;
-    }
-    pthread_mutex_lock(&g->mu);
-    g->deleted = true;
-    while (g->consumers) {
-        struct srv_call *k = g->consumers;
-        bool sending = k->cons.sending;
-        consumer_leave(g, k, AN_ENOTFOUND, "the group was deleted");
-        if (sending) {
-            grpc_call_cancel_with_status(k->call, GRPC_STATUS_NOT_FOUND,
-                                         "the group was deleted", NULL);
-        }
-    }
-    pthread_mutex_unlock(&g->mu);
-    int rc = drop_records(gs, g->name);
-    pthread_mutex_unlock(&gs->pmu);
-    say_info("groups", "msg=deleted group=%s", g->name);
-    group_unref(g); /* the list's */
-    if (rc) {
-        srv_reply_code(c, rc, "cannot delete the group's records");
-        return;
-    }
-    Annals__V1__DeleteGroupResponse r = ANNALS__V1__DELETE_GROUP_RESPONSE__INIT;
-    srv_reply(c, srv_pack(&r.base), GRPC_STATUS_OK, NULL, NULL, 0);
-}
-
-static void on_list(struct srv_call *c)
-{
-    struct srv_groups *gs = c->srv->groups;
-    uint64_t head = log_head(c->srv->log);
-    pthread_mutex_lock(&gs->mu);
-    size_t n = gs->n;
-    Annals__V1__GroupStatus *st = calloc(n ? n : 1, sizeof(*st));
-    Annals__V1__GroupStatus **stp = calloc(n ? n : 1, sizeof(*stp));
-    if (!st || !stp) {
-        pthread_mutex_unlock(&gs->mu);
-        free(st);
-        free(stp);
-        srv_reply_code(c, AN_ENOMEM, NULL);
-        return;
-    }
-    size_t i = 0;
-    for (struct srv_group *g = gs->list; g && i < n; g = g->next, i++) {
-        pthread_mutex_lock(&g->mu);
-        status_of(g, head, &st[i]);
-        pthread_mutex_unlock(&g->mu);
-        stp[i] = &st[i];
-    }
-    Annals__V1__ListGroupsResponse r = ANNALS__V1__LIST_GROUPS_RESPONSE__INIT;
-    r.n_groups = i;
-    r.groups = stp;
-    grpc_byte_buffer *bb = srv_pack(&r.base); /* defs live while the list is locked */
-    pthread_mutex_unlock(&gs->mu);
-    free(st);
-    free(stp);
-    srv_reply(c, bb, GRPC_STATUS_OK, NULL, NULL, 0);
-}
-
-/* ---- ReplayParked ---- */
-
-struct replay_ctx {
-    uint64_t *pos;
-    size_t n, cap;
-    uint64_t last_version;
-    bool any;
-};
-
-static bool replay_collect(void *arg, const struct log_event *ev)
-{
-    struct replay_ctx *r = arg;
-    r->any = true;
-    r->last_version = ev->version;
-    Annals__V1__RecordedEvent *re =
-        annals__v1__recorded_event__unpack(NULL, ev->packed_len, ev->packed);
-    if (!re) {
-        return true;
-    }
-    json_t *j = json_loadb((const char *)re->data.data, re->data.len, 0, NULL);
-    json_t *p = j ? json_object_get(j, "original_position") : NULL;
-    if (json_is_integer(p) && json_integer_value(p) > 0) {
-        vec_push(&r->pos, &r->n, &r->cap, (uint64_t)json_integer_value(p));
-    }
-    json_decref(j);
-    annals__v1__recorded_event__free_unpacked(re, NULL);
-    return true;
-}
-
-struct replay_req {
-    struct srv_group *g;
-    struct srv_call *call;
-    Annals__V1__DeleteStreamRequest del;
-    char stream[80];
-    size_t n;
-};
-
-static void replay_done(struct srv_wreq *w)
-{
-    struct replay_req *p = w->arg;
-    struct srv_call *c = p->call;
-    if (w->op.rc == AN_ECONFLICT) {
-        srv_reply_code(c, AN_EUNAVAIL,
-                       "events were parked while the replay ran; they are not replayed yet: "
-                       "call ReplayParked again");
-    } else if (w->op.rc) {
-        srv_reply_code(c, w->op.rc, w->op.detail);
-    } else {
-        say_info("groups", "msg=\"parked events replayed\" group=%s events=%zu", p->g->name,
-                 p->n);
-        reply_status(c, p->g);
-    }
-    wake_thread(p->g->gs);
-    group_unref(p->g);
-    srv_call_unref(c);
-    free(p);
-    srv_wreq_free(w);
-}
+/* ---- ReplayParked's part ---- */
 
 /* One parked position handed out again (under g->mu); false: out of memory. */
-static bool replay_one(struct srv_group *g, log_reader *rd, uint64_t pos)
+bool srv__replay_one(struct srv_group *g, log_reader *rd, uint64_t pos)
 {
     struct srv_gentry *e = find_entry(g, pos);
     if (e) {
@@ -2226,155 +1600,3 @@ static bool replay_one(struct srv_group *g, log_reader *rd, uint64_t pos)
     return true;
 }
 
-static void on_replay(struct srv_call *c)
-{
-    struct srv *s = c->srv;
-    const char *name = ((Annals__V1__ReplayParkedRequest *)c->req)->name;
-    struct srv_group *g = group_get(s->groups, name);
-    if (!g) {
-        not_found(c, name);
-        return;
-    }
-    struct replay_req *p = calloc(1, sizeof(*p));
-    struct srv_wreq *w = calloc(1, sizeof(*w));
-    if (!p || !w) {
-        free(p);
-        free(w);
-        group_unref(g);
-        srv_reply_code(c, AN_ENOMEM, NULL);
-        return;
-    }
-    snprintf(p->stream, sizeof(p->stream), "$parked-%s", g->name);
-    struct replay_ctx r = {0};
-    log_reader *rd = c->q->rd;
-    int rc = log_reader_begin(rd);
-    if (!rc) {
-        struct log_stream_read q = {.stream = p->stream, .as_of = log_reader_head(rd)};
-        rc = log_read_stream(rd, &q, replay_collect, &r, NULL, NULL);
-        rc = rc == AN_ENOTFOUND ? 0 : rc;
-    }
-    bool oom = false;
-    if (!rc) {
-        pthread_mutex_lock(&g->mu);
-        for (size_t i = 0; i < r.n && !oom; i++) {
-            oom = !replay_one(g, rd, r.pos[i]);
-        }
-        g->parked = g->parked > r.n ? g->parked - r.n : 0;
-        g->state_dirty = true;
-        pthread_mutex_unlock(&g->mu);
-        log_reader_end(rd);
-    }
-    free(r.pos);
-    if (rc || oom) {
-        free(p);
-        free(w);
-        group_unref(g);
-        srv_reply_code(c, rc ? rc : AN_ENOMEM, "cannot read the parked events");
-        return;
-    }
-    /* the replayed positions are stored before the parked stream goes */
-    store(s->groups, g);
-    wake_thread(s->groups);
-    if (!r.any) {
-        free(p);
-        free(w);
-        reply_status(c, g);
-        group_unref(g);
-        return;
-    }
-    p->n = r.n;
-    p->g = g;
-    p->call = c;
-    annals__v1__delete_stream_request__init(&p->del);
-    p->del.stream = p->stream;
-    p->del.expect = ANNALS__V1__EXPECTATION__EXPECT_VERSION;
-    p->del.expected_version = r.last_version;
-    srv_call_ref(c);
-    w->op.kind = LOG_OP_DELETE;
-    w->op.del = &p->del;
-    w->op.allow_reserved = true;
-    w->op.validated = true; /* the server's own name and expectation: valid */
-    w->done = replay_done;
-    w->arg = p;
-    rc = srv_writer_submit(s, w);
-    if (rc) {
-        srv_call_unref(c);
-        free(p);
-        free(w);
-        group_unref(g);
-        srv_reply_code(c, rc == AN_EBUSY ? AN_EUNAVAIL : rc, "the writer cannot take the request");
-    }
-}
-
-void srv_group_call(struct srv_call *c)
-{
-    if (c->method == SRV_M_GRP_CREATE) {
-        on_create(c);
-    } else if (c->method == SRV_M_GRP_GET) {
-        const char *name = ((Annals__V1__GetGroupRequest *)c->req)->name;
-        struct srv_group *g = group_get(c->srv->groups, name);
-        if (!g) {
-            not_found(c, name);
-            return;
-        }
-        reply_status(c, g);
-        group_unref(g);
-    } else if (c->method == SRV_M_GRP_LIST) {
-        on_list(c);
-    } else if (c->method == SRV_M_GRP_DELETE) {
-        on_delete(c);
-    } else if (c->method == SRV_M_GRP_REPLAY) {
-        on_replay(c);
-    } else {
-        srv_reply_code(c, AN_EINTERNAL, "not a Consumers method");
-    }
-}
-
-/* ---- backup and the admin page ---- */
-
-int srv_group_backup(struct srv *s, const char *dest, char *detail)
-{
-    struct srv_groups *gs = s->groups;
-    if (mkdir(dest, 0755) != 0) {
-        snprintf(detail, LOG_DETAIL_MAX, "%.200s: cannot create it: %s", dest, strerror(errno));
-        return AN_EIO;
-    }
-    store(gs, NULL);
-    int rc = mdb_env_copy2(gs->env, dest, MDB_CP_COMPACT);
-    if (rc) {
-        snprintf(detail, LOG_DETAIL_MAX, "copying the groups to %.180s: %s", dest,
-                 mdb_strerror(rc));
-        return mdb_code(rc);
-    }
-    return 0;
-}
-
-json_t *srv_group_json(struct srv *s)
-{
-    struct srv_groups *gs = s->groups;
-    uint64_t head = log_head(s->log);
-    json_t *arr = json_array();
-    pthread_mutex_lock(&gs->mu);
-    for (struct srv_group *g = gs->list; arr && g; g = g->next) {
-        pthread_mutex_lock(&g->mu);
-        json_array_append_new(
-            arr, json_pack("{s:s,s:I,s:I,s:I,s:i,s:i,s:I,s:I,s:I,s:I}", "name", g->name,
-                           "checkpoint", (json_int_t)g->checkpoint, "head", (json_int_t)head,
-                           "lag", (json_int_t)(head > g->checkpoint ? head - g->checkpoint : 0),
-                           "consumers", (int)g->n_consumers, "in_flight", (int)g->in_flight,
-                           "delivered", (json_int_t)g->delivered, "acked",
-                           (json_int_t)g->acked, "redelivered", (json_int_t)g->redelivered,
-                           "parked", (json_int_t)g->parked));
-        pthread_mutex_unlock(&g->mu);
-    }
-    pthread_mutex_unlock(&gs->mu);
-    return json_pack("{s:o}", "groups", arr ? arr : json_array());
-}
-
-/* The call is being freed: a Consume call drops its group. */
-void srv_consume_free(struct srv_call *c)
-{
-    if (c->method == SRV_M_CONSUME) {
-        consume_release(c);
-    }
-}
