@@ -56,7 +56,7 @@ build() {
 # and runs each for FUZZ_SECONDS (default 10) on a fresh corpus: hostile
 # input must not crash a decoder. A crash fails the run and leaves its
 # input in build-fuzz/ (crash-*).
-FUZZ_TARGETS=(fuzz_event_peek fuzz_append_request fuzz_proj_def fuzz_auth_file)
+FUZZ_TARGETS=(fuzz_event_peek fuzz_append_request fuzz_proj_def fuzz_auth_file fuzz_group_def)
 fuzz_smoke() {
   local dir=build-fuzz t corpus
   if [ ! -f "$dir/build.ninja" ]; then

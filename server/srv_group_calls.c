@@ -263,7 +263,7 @@ static int check_names(const char *what, char *const *v, size_t n, char *detail)
     return 0;
 }
 
-static int check_def(const Annals__V1__ConsumerGroup *d, char *detail)
+int srv_group_check_def(const Annals__V1__ConsumerGroup *d, char *detail)
 {
     if (!name_ok(d->name)) {
         snprintf(detail, LOG_DETAIL_MAX, "name: must be 1..64 of [a-z0-9_-]");
@@ -306,7 +306,7 @@ static void on_create(struct srv_call *c)
     struct srv_groups *gs = c->srv->groups;
     const Annals__V1__ConsumerGroup *d = (const Annals__V1__ConsumerGroup *)c->req;
     char detail[LOG_DETAIL_MAX];
-    int rc = check_def(d, detail);
+    int rc = srv_group_check_def(d, detail);
     if (rc) {
         srv_reply_code(c, rc, detail);
         return;

@@ -541,6 +541,10 @@ void srv_consume_on_write(struct srv_call *c, bool ok);
 void srv_consume_end(struct srv_call *c, int code, const char *detail);
 /* The call is being freed: a Consume call drops its group. */
 void srv_consume_free(struct srv_call *c);
+/* CreateGroup's checks of a definition: 0, or AN_EINVAL with detail
+ * naming the field and the rule (srv_group_calls.c). */
+struct Annals__V1__ConsumerGroup;
+int srv_group_check_def(const struct Annals__V1__ConsumerGroup *d, char *detail);
 /* Admin.Backup: stores and copies DATA/groups into dest (a new directory). */
 int srv_group_backup(struct srv *s, const char *dest, char *detail);
 /* /api/groups: {"groups": [{name, checkpoint, head, lag, consumers, ...}]} */
