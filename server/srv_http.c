@@ -124,6 +124,43 @@ static const char *kind_name(int kind)
     }
 }
 
+/* Consumer groups: one series per group and figure of /api/groups. */
+static void groups_write(struct srv *s, struct buf *b)
+{
+    static const struct {
+        const char *key;
+        const char *name;
+        const char *type;
+        const char *help;
+    } figs[] = {
+        {"checkpoint", "annals_group_checkpoint_position", "gauge",
+         "Every selected event up to here is acked or parked."},
+        {"lag", "annals_group_lag_events", "gauge", "Head minus checkpoint."},
+        {"consumers", "annals_group_consumers", "gauge", "Consumers connected."},
+        {"in_flight", "annals_group_in_flight", "gauge", "Handed out, not yet settled."},
+        {"delivered", "annals_group_delivered_total", "counter", "Hand-outs."},
+        {"acked", "annals_group_acked_total", "counter", "Acks."},
+        {"redelivered", "annals_group_redelivered_total", "counter", "Hand-outs after the first."},
+        {"parked", "annals_group_parked", "gauge", "Events in the group's $parked stream."},
+    };
+    if (!s->groups) {
+        return;
+    }
+    json_t *j = srv_group_json(s);
+    json_t *arr = json_object_get(j, "groups");
+    for (size_t f = 0; f < sizeof(figs) / sizeof(figs[0]) && json_array_size(arr); f++) {
+        bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", figs[f].name, figs[f].help, figs[f].name,
+                figs[f].type);
+        for (size_t i = 0; i < json_array_size(arr); i++) {
+            json_t *g = json_array_get(arr, i);
+            bprintf(b, "%s{group=\"%s\"} %lld\n", figs[f].name,
+                    json_string_value(json_object_get(g, "name")),
+                    (long long)json_integer_value(json_object_get(g, figs[f].key)));
+        }
+    }
+    json_decref(j);
+}
+
 static void metrics_write(struct srv *s, struct buf *b)
 {
     struct srv_metrics *m = &s->metrics;
@@ -233,6 +270,7 @@ static void metrics_write(struct srv *s, struct buf *b)
         }
         proj_list_free(pl);
     }
+    groups_write(s, b);
 }
 
 /* ---- /api ---- */

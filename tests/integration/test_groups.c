@@ -606,3 +606,35 @@ Test(groups, foreign_and_repeated_settles_are_ignored_and_delete_ends_consumers)
     cr_assert_eq(rc, AN_ENOTFOUND, "got %s", an_errname(rc));
     an_consumer_close(a);
 }
+
+/* ---- the admin page's and /metrics' figures ---- */
+
+Test(groups, metrics_and_the_admin_api_show_each_group)
+{
+    h_cleanup(&h);
+    const char *flags[] = {"--http", "127.0.0.1:0", NULL};
+    h_start(&h, flags);
+    create("shown", &(struct an_group_def){0});
+    for (int i = 0; i < 5; i++) {
+        append(h.client, "shown-s", "E", i);
+    }
+    an_consumer *k = consumer("shown", 0);
+    struct an_delivery d;
+    for (int i = 0; i < 5; i++) {
+        cr_assert(next(k, 3000, &d));
+        an_consumer_ack(k, d.event->global_position);
+    }
+    an_consumer_flush(k, NULL);
+    Annals__V1__GroupStatus *st = status_settled("shown", 5);
+    an_group_status_free(st);
+    static char text[1 << 16];
+    int port = h_http_port(&h);
+    cr_assert_eq(h_http_get(port, "/metrics", NULL, text, sizeof(text)), 200);
+    cr_assert_not_null(strstr(text, "annals_group_acked_total{group=\"shown\"} 5"), "%s", text);
+    cr_assert_not_null(strstr(text, "annals_group_consumers{group=\"shown\"} 1"));
+    cr_assert_not_null(strstr(text, "annals_group_checkpoint_position{group=\"shown\"} 5"));
+    cr_assert_eq(h_http_get(port, "/api/groups", NULL, text, sizeof(text)), 200);
+    cr_assert_not_null(strstr(text, "\"name\":\"shown\""), "%s", text);
+    cr_assert_not_null(strstr(text, "\"acked\":5"), "%s", text);
+    an_consumer_close(k);
+}
