@@ -29,7 +29,7 @@ static void teardown(void)
     }
 }
 
-TestSuite(faults, .fini = teardown, .timeout = 180);
+TestSuite(faults, .fini = teardown, .timeout = 240);
 
 static int append_kb(an_client *c, int i, struct an_error *err)
 {
@@ -239,7 +239,7 @@ Test(faults, slow_readers_do_not_make_the_log_file_grow)
  * filler goes, appends succeed again without a restart, and a restart finds
  * everything. Needs root (mount); skipped otherwise.
  */
-Test(faults, a_full_disk_refuses_appends_and_resumes_when_space_returns, .timeout = 240)
+Test(faults, a_full_disk_refuses_appends_and_resumes_when_space_returns)
 {
     char mnt[] = "/tmp/annals-enospc-XXXXXX";
     cr_assert_not_null(mkdtemp(mnt));

@@ -1,0 +1,163 @@
+/*
+ * bench_conns.c - hostile connection loads against one annalsd (issue
+ * 12): the writer's throughput with nothing else going on, then while the
+ * server holds N idle connections, then while M subscriptions sit stalled
+ * (opened, never read: the server's send waits on flow control), and the
+ * server's RSS and descriptors at each step.
+ *
+ *   build/bench/bench_conns [--idle 5000] [--stalled 1000] [--seconds 5]
+ *
+ * Writers: 8 threads of unary appends (one ~200-byte event, EXPECT_ANY,
+ * own streams), each run bounded by --seconds. An idle connection is a
+ * client of its own (its own channel, so its own TCP connection) that made
+ * one health call and then waits. Stalled subscriptions replay the log the
+ * writers wrote, and none of them reads it.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "annals.h"
+#include "bench_util.h"
+
+static const char *addr;
+static double seconds = 5;
+
+struct wr {
+    pthread_t t;
+    int id;
+    uint64_t done;
+};
+
+static void *writer_main(void *arg)
+{
+    struct wr *w = arg;
+    an_client *c;
+    int rc = an_connect(addr, NULL, &c);
+    if (rc) bu_die("bench_conns", "connect", rc, NULL);
+    char data[200], stream[32];
+    memset(data, 'x', sizeof(data));
+    double until = bu_now() + seconds;
+    for (uint64_t i = 0; bu_now() < until; i++) {
+        snprintf(stream, sizeof(stream), "w%d-%u", w->id, (unsigned)(i % 16));
+        struct an_event e = {.type = "E", .data = data, .data_len = sizeof(data)};
+        struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+        struct an_error err;
+        if ((rc = an_append(c, &sa, 1, NULL, &err))) bu_die("bench_conns", "append", rc, err.detail);
+        w->done++;
+    }
+    an_close(c);
+    return NULL;
+}
+
+static double writers(void)
+{
+    struct wr w[8];
+    double t0 = bu_now();
+    for (int i = 0; i < 8; i++) {
+        w[i] = (struct wr){.id = i};
+        pthread_create(&w[i].t, NULL, writer_main, &w[i]);
+    }
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(w[i].t, NULL);
+        n += w[i].done;
+    }
+    return (double)n / (bu_now() - t0);
+}
+
+static int fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    while (d && readdir(d)) n++;
+    if (d) closedir(d);
+    return n - 2;
+}
+
+int main(int argc, char **argv)
+{
+    int n_idle = 5000, n_stalled = 1000;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--idle") && i + 1 < argc) {
+            n_idle = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--stalled") && i + 1 < argc) {
+            n_stalled = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
+            seconds = atof(argv[++i]);
+        } else {
+            fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S]\n");
+            return 2;
+        }
+    }
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if ((rlim_t)n_idle + 2000 > rl.rlim_cur) {
+        fprintf(stderr, "bench_conns: --idle %d needs more descriptors than the limit %llu\n",
+                n_idle, (unsigned long long)rl.rlim_cur);
+        return 2;
+    }
+    struct bu_server srv;
+    bu_server_start(&srv, "/tmp", NULL);
+    addr = srv.addr;
+
+    fprintf(stderr, "bench_conns: baseline writers (%.0f s)\n", seconds);
+    long rss0 = bu_server_rss_kib(&srv);
+    double base = writers();
+
+    fprintf(stderr, "bench_conns: opening %d idle connections\n", n_idle);
+    an_client **idle = calloc((size_t)n_idle, sizeof(*idle));
+    double t0 = bu_now();
+    for (int i = 0; i < n_idle; i++) {
+        int rc = an_connect(addr, NULL, &idle[i]);
+        bool serving = false;
+        if (!rc) rc = an_health(idle[i], &serving, NULL);
+        if (rc) bu_die("bench_conns", "idle connection", rc, NULL);
+        if ((i + 1) % 1000 == 0) {
+            fprintf(stderr, "bench_conns:   %d open (%.1f s)\n", i + 1, bu_now() - t0);
+        }
+    }
+    long rss1 = bu_server_rss_kib(&srv);
+    int fd1 = fds(srv.pid);
+    fprintf(stderr, "bench_conns: writers with %d idle connections\n", n_idle);
+    double with_idle = writers();
+
+    /* a log to replay, then subscriptions that never read */
+    fprintf(stderr, "bench_conns: %d stalled subscriptions\n", n_stalled);
+    int rc;
+    an_sub **subs = calloc((size_t)n_stalled, sizeof(*subs));
+    for (int i = 0; i < n_stalled; i++) {
+        struct an_subscribe_opts o = {0};
+        if ((rc = an_subscribe(idle[i % n_idle], &o, &subs[i]))) {
+            bu_die("bench_conns", "subscribe", rc, NULL);
+        }
+    }
+    usleep(500000);
+    long rss2 = bu_server_rss_kib(&srv);
+    double with_stalled = writers();
+    long rss3 = bu_server_rss_kib(&srv);
+
+    printf("\nhostile connections: 8 writers, %.0f s each run\n\n", seconds);
+    printf("| load | writer events/s | vs unloaded | server RSS |\n|---|---:|---:|---:|\n");
+    printf("| none | %.0f | 1.00 | %ld KiB |\n", base, rss0);
+    printf("| %d idle connections (%d descriptors) | %.0f | %.2f | %ld KiB (+%.1f KiB each) |\n",
+           n_idle, fd1, with_idle, with_idle / base, rss1,
+           (double)(rss1 - rss0) / (n_idle ? n_idle : 1));
+    printf("| + %d stalled subscriptions | %.0f | %.2f | %ld KiB, %ld KiB after the writers |\n",
+           n_stalled, with_stalled, with_stalled / base, rss2, rss3);
+    for (int i = 0; i < n_stalled; i++) an_sub_close(subs[i]);
+    for (int i = 0; i < n_idle; i++) an_close(idle[i]);
+    free(subs);
+    free(idle);
+    bu_server_stop(&srv);
+    return 0;
+}
