@@ -8,10 +8,15 @@
  *   build/bench/bench_conns [--idle 5000] [--stalled 1000] [--seconds 5]
  *
  * Writers: 8 threads of unary appends (one ~200-byte event, EXPECT_ANY,
- * own streams), each run bounded by --seconds. An idle connection is a
- * client of its own (its own channel, so its own TCP connection) that made
- * one health call and then waits. Stalled subscriptions replay the log the
- * writers wrote, and none of them reads it.
+ * own streams), each run bounded by --seconds. The idle connections and the
+ * stalled subscriptions are held by a second process (forked before either
+ * process starts gRPC), so that what they cost is the server's alone: a
+ * client process with 1 000 streams it never reads slows its own other
+ * calls (measured: seconds per append), which is the client's problem, not
+ * the server's. An idle connection is a client of its own (its own channel,
+ * so its own TCP connection) that made one health call and then waits.
+ * Stalled subscriptions replay the log the writers wrote, and none of them
+ * reads it.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "annals.h"
@@ -82,6 +88,48 @@ static int fds(pid_t pid)
     return n - 2;
 }
 
+/* The holder process: opens what the parent asks for (one byte: 'i'
+ * idle connections, 's' stalled subscriptions), answers one byte when done,
+ * and holds them until its pipe closes. */
+static void holder(int in, int out, int n_idle, int n_stalled)
+{
+    an_client **idle = calloc((size_t)n_idle, sizeof(*idle));
+    an_sub **subs = calloc((size_t)n_stalled, sizeof(*subs));
+    char cmd;
+    while (read(in, &cmd, 1) == 1) {
+        if (cmd == 'i') {
+            double t0 = bu_now();
+            for (int i = 0; i < n_idle; i++) {
+                int rc = an_connect(addr, NULL, &idle[i]);
+                bool serving = false;
+                if (!rc) rc = an_health(idle[i], &serving, NULL);
+                if (rc) bu_die("bench_conns", "idle connection", rc, NULL);
+                if ((i + 1) % 1000 == 0) {
+                    fprintf(stderr, "bench_conns:   %d open (%.1f s)\n", i + 1, bu_now() - t0);
+                }
+            }
+        } else if (cmd == 's') {
+            for (int i = 0; i < n_stalled; i++) {
+                struct an_subscribe_opts o = {0};
+                int rc = an_subscribe(idle[i % n_idle], &o, &subs[i]);
+                if (rc) bu_die("bench_conns", "subscribe", rc, NULL);
+            }
+            usleep(500000);
+        }
+        if (write(out, &cmd, 1) != 1) break;
+    }
+    _exit(0); /* the server goes away with the parent; nothing to tidy */
+}
+
+static void ask(int to, int from, char cmd)
+{
+    char r;
+    if (write(to, &cmd, 1) != 1 || read(from, &r, 1) != 1) {
+        fprintf(stderr, "bench_conns: the holder process died\n");
+        exit(1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int n_idle = 5000, n_stalled = 1000;
@@ -106,43 +154,42 @@ int main(int argc, char **argv)
                 n_idle, (unsigned long long)rl.rlim_cur);
         return 2;
     }
+    if (n_idle < 1 || n_stalled < 0) {
+        fprintf(stderr, "bench_conns: --idle >= 1, --stalled >= 0\n");
+        return 2;
+    }
     struct bu_server srv;
     bu_server_start(&srv, "/tmp", NULL);
     addr = srv.addr;
+    int to_h[2], from_h[2];
+    if (pipe(to_h) || pipe(from_h)) {
+        perror("pipe");
+        return 1;
+    }
+    pid_t hp = fork();
+    if (hp == 0) {
+        close(to_h[1]);
+        close(from_h[0]);
+        holder(to_h[0], from_h[1], n_idle, n_stalled);
+    }
+    close(to_h[0]);
+    close(from_h[1]);
 
     fprintf(stderr, "bench_conns: baseline writers (%.0f s)\n", seconds);
     long rss0 = bu_server_rss_kib(&srv);
     double base = writers();
 
     fprintf(stderr, "bench_conns: opening %d idle connections\n", n_idle);
-    an_client **idle = calloc((size_t)n_idle, sizeof(*idle));
-    double t0 = bu_now();
-    for (int i = 0; i < n_idle; i++) {
-        int rc = an_connect(addr, NULL, &idle[i]);
-        bool serving = false;
-        if (!rc) rc = an_health(idle[i], &serving, NULL);
-        if (rc) bu_die("bench_conns", "idle connection", rc, NULL);
-        if ((i + 1) % 1000 == 0) {
-            fprintf(stderr, "bench_conns:   %d open (%.1f s)\n", i + 1, bu_now() - t0);
-        }
-    }
+    ask(to_h[1], from_h[0], 'i');
     long rss1 = bu_server_rss_kib(&srv);
     int fd1 = fds(srv.pid);
     fprintf(stderr, "bench_conns: writers with %d idle connections\n", n_idle);
     double with_idle = writers();
 
-    /* a log to replay, then subscriptions that never read */
     fprintf(stderr, "bench_conns: %d stalled subscriptions\n", n_stalled);
-    int rc;
-    an_sub **subs = calloc((size_t)n_stalled, sizeof(*subs));
-    for (int i = 0; i < n_stalled; i++) {
-        struct an_subscribe_opts o = {0};
-        if ((rc = an_subscribe(idle[i % n_idle], &o, &subs[i]))) {
-            bu_die("bench_conns", "subscribe", rc, NULL);
-        }
-    }
-    usleep(500000);
+    ask(to_h[1], from_h[0], 's');
     long rss2 = bu_server_rss_kib(&srv);
+    fprintf(stderr, "bench_conns: writers with them\n");
     double with_stalled = writers();
     long rss3 = bu_server_rss_kib(&srv);
 
@@ -154,10 +201,8 @@ int main(int argc, char **argv)
            (double)(rss1 - rss0) / (n_idle ? n_idle : 1));
     printf("| + %d stalled subscriptions | %.0f | %.2f | %ld KiB, %ld KiB after the writers |\n",
            n_stalled, with_stalled, with_stalled / base, rss2, rss3);
-    for (int i = 0; i < n_stalled; i++) an_sub_close(subs[i]);
-    for (int i = 0; i < n_idle; i++) an_close(idle[i]);
-    free(subs);
-    free(idle);
+    close(to_h[1]);
+    waitpid(hp, NULL, 0);
     bu_server_stop(&srv);
     return 0;
 }
