@@ -1089,8 +1089,11 @@ static int write_snap(struct srv_groups *gs, MDB_txn *txn, const struct snap *s)
             int r = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
             while (r == 0 && mk.mv_size == plen + 8 && memcmp(mk.mv_data, kb, plen) == 0 &&
                    mark_pos(mk.mv_data, mk.mv_size) <= s->del_to) {
-                const struct gmark *m = mv.mv_data;
-                if (mv.mv_size == sizeof(*m) && !(m->flags & MARK_REPLAY)) {
+                struct gmark m; /* LMDB values are not aligned */
+                if (mv.mv_size == sizeof(m)) {
+                    memcpy(&m, mv.mv_data, sizeof(m));
+                }
+                if (mv.mv_size == sizeof(m) && !(m.flags & MARK_REPLAY)) {
                     if ((rc = mdb_cursor_del(cur, 0))) {
                         break;
                     }
