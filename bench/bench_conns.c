@@ -91,10 +91,40 @@ static int fds(pid_t pid)
 /* The holder process: opens what the parent asks for (one byte: 'i'
  * idle connections, 's' stalled subscriptions), answers one byte when done,
  * and holds them until its pipe closes. */
-static void holder(int in, int out, int n_idle, int n_stalled)
+struct soak {
+    an_sub **subs;
+    int n;
+    int from;
+    atomic_ullong items;
+};
+
+static atomic_bool soak_stop;
+
+static void *soak_reader(void *arg)
+{
+    struct soak *k = arg;
+    while (!atomic_load(&soak_stop)) {
+        bool any = false;
+        for (int i = k->from; i < k->n; i += 2) {
+            struct an_sub_item it;
+            int rc = an_sub_next(k->subs[i], 0, &it, NULL);
+            if (rc < 0) bu_die("bench_conns", "soak subscription", rc, NULL);
+            if (rc == 1) {
+                atomic_fetch_add(&k->items, 1);
+                any = true;
+            }
+        }
+        if (!any) usleep(2000);
+    }
+    return NULL;
+}
+
+static void holder(int in, int out, int n_idle, int n_stalled, int n_soak)
 {
     an_client **idle = calloc((size_t)n_idle, sizeof(*idle));
     an_sub **subs = calloc((size_t)n_stalled, sizeof(*subs));
+    struct soak soak[2] = {{0}, {0}};
+    pthread_t st[2];
     char cmd;
     while (read(in, &cmd, 1) == 1) {
         if (cmd == 'i') {
@@ -115,6 +145,19 @@ static void holder(int in, int out, int n_idle, int n_stalled)
                 if (rc) bu_die("bench_conns", "subscribe", rc, NULL);
             }
             usleep(500000);
+        } else if (cmd == 'f') {
+            an_sub **fs = calloc((size_t)n_soak, sizeof(*fs));
+            const char *none[] = {"zz-selects-nothing-"};
+            for (int i = 0; i < n_soak; i++) {
+                struct an_subscribe_opts o = {.from_end = true, .stream_prefixes = none,
+                                              .n_stream_prefixes = 1};
+                int rc = an_subscribe(idle[i % n_idle], &o, &fs[i]);
+                if (rc) bu_die("bench_conns", "soak subscribe", rc, NULL);
+            }
+            for (int t = 0; t < 2; t++) {
+                soak[t] = (struct soak){.subs = fs, .n = n_soak, .from = t};
+                pthread_create(&st[t], NULL, soak_reader, &soak[t]);
+            }
         }
         if (write(out, &cmd, 1) != 1) break;
     }
@@ -132,7 +175,8 @@ static void ask(int to, int from, char cmd)
 
 int main(int argc, char **argv)
 {
-    int n_idle = 5000, n_stalled = 1000;
+    int n_idle = 5000, n_stalled = 1000, n_soak = 0;
+    double soak_seconds = 600;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--idle") && i + 1 < argc) {
             n_idle = atoi(argv[++i]);
@@ -140,8 +184,13 @@ int main(int argc, char **argv)
             n_stalled = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             seconds = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--soak") && i + 1 < argc) {
+            n_soak = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--soak-seconds") && i + 1 < argc) {
+            soak_seconds = atof(argv[++i]);
         } else {
-            fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S]\n");
+            fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S] "
+                            "[--soak N --soak-seconds S]\n");
             return 2;
         }
     }
@@ -170,7 +219,7 @@ int main(int argc, char **argv)
     if (hp == 0) {
         close(to_h[1]);
         close(from_h[0]);
-        holder(to_h[0], from_h[1], n_idle, n_stalled);
+        holder(to_h[0], from_h[1], n_idle, n_stalled, n_soak);
     }
     close(to_h[0]);
     close(from_h[1]);
@@ -201,6 +250,23 @@ int main(int argc, char **argv)
            (double)(rss1 - rss0) / (n_idle ? n_idle : 1));
     printf("| + %d stalled subscriptions | %.0f | %.2f | %ld KiB, %ld KiB after the writers |\n",
            n_stalled, with_stalled, with_stalled / base, rss2, rss3);
+    if (n_soak > 0) {
+        fprintf(stderr, "bench_conns: soak: %d subscriptions selecting nothing, %.0f s\n",
+                n_soak, soak_seconds);
+        ask(to_h[1], from_h[0], 'f');
+        printf("\nsoak: %d idle connections, %d stalled and %d filtered subscriptions\n\n"
+               "| minute | writer events/s | vs unloaded | server RSS |\n|---:|---:|---:|---:|\n",
+               n_idle, n_stalled, n_soak);
+        double saved = seconds;
+        seconds = 60;
+        for (int m = 0; m * 60 < soak_seconds; m++) {
+            double r = writers();
+            printf("| %d | %.0f | %.2f | %ld KiB |\n", m + 1, r, r / base,
+                   bu_server_rss_kib(&srv));
+            fflush(stdout);
+        }
+        seconds = saved;
+    }
     close(to_h[1]);
     waitpid(hp, NULL, 0);
     bu_server_stop(&srv);
