@@ -24,6 +24,13 @@
  * cancellation or shutdown takes it). There is one fan-out thread per CQ
  * thread, so a wave to many subscribers uses every core.
  *
+ * Before it wakes anyone, a fan-out thread reads the streams and types of
+ * the positions the wave brings (a wave index, for waves of up to
+ * WAVE_INDEX_MAX positions); a parked subscription whose filter or stream
+ * selects none of them only moves its cursor and stays parked, unless a
+ * checkpoint is due. So subscriptions that select little cost a comparison
+ * per wave, not a read and a pump.
+ *
  * Within a wave, all-streams subscriptions without a filter that stand at
  * the same position get the same message: a fan-out thread keeps the
  * last one it built (srv_wave_msg) and sends it again by reference, so a
@@ -305,9 +312,146 @@ static void wave_forget(struct srv_wave_msg *w)
     }
 }
 
+/* ---- the wave's index ---- */
+
+/*
+ * The streams and types of the positions a wave brings, read once by the
+ * fan-out thread before it looks at its parked subscriptions. A parked
+ * subscription that none of them concerns (its filter or stream selects
+ * none) moves its cursor to the wave's end and stays parked: no read, no
+ * send, no trip through sub_pump. Only those with something to deliver, or
+ * a checkpoint due, are woken. The answer is computed once per distinct
+ * selection in the wave (WAVE_CACHE of them), so ten thousand subscriptions
+ * with one filter cost one pass over the wave and a comparison each.
+ */
+#define WAVE_INDEX_MAX 4096u    /* positions a wave may bring to be indexed */
+#define WAVE_CACHE 64u
+
+struct wave_ev {
+    uint64_t pos;
+    uint32_t s_off, s_len;      /* stream, in buf */
+    uint32_t t_off, t_len;      /* type, in buf */
+};
+
+struct wave_idx {
+    bool valid;
+    uint64_t from;              /* the positions from..to */
+    uint64_t to;
+    struct wave_ev *ev;
+    size_t n, cap;
+    char *buf;
+    size_t len, bcap;
+    struct {
+        const struct srv_sub *rep; /* a parked subscription with this selection */
+        uint64_t last;          /* the last position it selects in the wave (0: none) */
+    } cache[WAVE_CACHE];
+    unsigned n_cache;
+};
+
+static bool idx_add(void *arg, const struct log_event *e)
+{
+    struct wave_idx *x = arg;
+    if (x->n == x->cap) {
+        size_t nc = x->cap ? x->cap * 2 : 256;
+        struct wave_ev *p = realloc(x->ev, nc * sizeof(*p));
+        if (!p) return false;
+        x->ev = p;
+        x->cap = nc;
+    }
+    size_t need = x->len + e->stream_len + e->type_len;
+    if (need > x->bcap) {
+        size_t nc = x->bcap ? x->bcap : 16384;
+        while (nc < need) nc *= 2;
+        char *p = realloc(x->buf, nc);
+        if (!p) return false;
+        x->buf = p;
+        x->bcap = nc;
+    }
+    struct wave_ev *w = &x->ev[x->n++];
+    w->pos = e->position;
+    w->s_off = (uint32_t)x->len;
+    w->s_len = (uint32_t)e->stream_len;
+    memcpy(x->buf + x->len, e->stream, e->stream_len);
+    x->len += e->stream_len;
+    w->t_off = (uint32_t)x->len;
+    w->t_len = (uint32_t)e->type_len;
+    memcpy(x->buf + x->len, e->type, e->type_len);
+    x->len += e->type_len;
+    return true;
+}
+
+/* Reads positions from..to into x; x->valid only if it got all of them. */
+static void idx_build(struct wave_idx *x, log_reader *rd, uint64_t from, uint64_t to)
+{
+    x->valid = false;
+    x->n = x->len = 0;
+    x->n_cache = 0;
+    x->from = from;
+    x->to = to;
+    if (to < from || to - from + 1 > WAVE_INDEX_MAX || log_reader_begin(rd)) {
+        return;
+    }
+    struct log_all_read q = {.from_position = from, .as_of = to};
+    uint64_t next = 0;
+    int rc = log_read_all(rd, &q, idx_add, x, &next, NULL);
+    x->valid = rc == 0 && next == to + 1 && x->n == to - from + 1;
+    log_reader_end(rd);
+}
+
+static bool same_strings(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+    if (na != nb) return false;
+    for (size_t i = 0; i < na; i++) {
+        if (strcmp(a[i], b[i]) != 0) return false;
+    }
+    return true;
+}
+
+/* Whether a and b select the same events. */
+static bool same_selection(const struct srv_sub *a, const struct srv_sub *b)
+{
+    if (a->all != b->all) return false;
+    if (!a->all) return strcmp(a->stream, b->stream) == 0;
+    return same_strings(a->filter.stream_prefixes, a->filter.n_stream_prefixes,
+                        b->filter.stream_prefixes, b->filter.n_stream_prefixes) &&
+           same_strings(a->filter.event_types, a->filter.n_event_types,
+                        b->filter.event_types, b->filter.n_event_types);
+}
+
+/* The last position of the wave that sb selects (0: none). */
+static uint64_t idx_last(struct wave_idx *x, const struct srv_sub *sb)
+{
+    for (unsigned i = 0; i < x->n_cache; i++) {
+        if (same_selection(x->cache[i].rep, sb)) return x->cache[i].last;
+    }
+    uint64_t last = 0;
+    size_t slen = sb->all ? 0 : strlen(sb->stream);
+    for (size_t i = 0; i < x->n; i++) {
+        const struct wave_ev *w = &x->ev[i];
+        bool hit;
+        if (sb->all) {
+            struct log_event e = {.stream = x->buf + w->s_off, .stream_len = w->s_len,
+                                  .type = x->buf + w->t_off, .type_len = w->t_len};
+            hit = log_filter_match(&sb->filter, &e);
+        } else {
+            hit = w->s_len == slen && memcmp(x->buf + w->s_off, sb->stream, slen) == 0;
+        }
+        if (hit) last = w->pos;
+    }
+    if (x->n_cache < WAVE_CACHE) {
+        x->cache[x->n_cache].rep = sb;
+        x->cache[x->n_cache].last = last;
+        x->n_cache++;
+    }
+    return last;
+}
+
+/* ---- the fan-out thread ---- */
+
 static void *fanout_main(void *arg)
 {
     struct srv_fanout *f = arg;
+    struct wave_idx idx = {0};
     uint64_t seen = 0;
     pthread_mutex_lock(&f->mu);
     for (;;) {
@@ -317,17 +461,36 @@ static void *fanout_main(void *arg)
         if (f->stop) {
             break;
         }
-        seen = f->published;
-        /* take every parked subscription the new head has passed */
+        uint64_t upto = f->published;
+        bool any = f->parked != NULL;
+        pthread_mutex_unlock(&f->mu);
+        /* what the wave brings, read outside the lock */
+        if (any) {
+            idx_build(&idx, f->rd, seen + 1, upto);
+        } else {
+            idx.valid = false;
+        }
+        pthread_mutex_lock(&f->mu);
+        /* take every parked subscription the wave concerns */
         struct srv_call *take = NULL;
         for (struct srv_call *c = f->parked, *n; c; c = n) {
             n = c->sub.next;
-            if (c->sub.scanned < seen) {
-                park_unlink(f, c);
-                c->sub.next = take;
-                take = c;
+            struct srv_sub *sb = &c->sub;
+            if (sb->scanned >= upto) {
+                continue;
             }
+            if (idx.valid && sb->scanned + 1 >= idx.from && idx_last(&idx, sb) <= sb->scanned) {
+                /* nothing for it: it has been brought to the wave's end */
+                sb->scanned = upto;
+                if (!ckpt_due(sb)) {
+                    continue;
+                }
+            }
+            park_unlink(f, c);
+            c->sub.next = take;
+            take = c;
         }
+        seen = upto;
         pthread_mutex_unlock(&f->mu);
         while (take) {
             struct srv_call *c = take;
@@ -339,6 +502,8 @@ static void *fanout_main(void *arg)
         pthread_mutex_lock(&f->mu);
     }
     pthread_mutex_unlock(&f->mu);
+    free(idx.ev);
+    free(idx.buf);
     return NULL;
 }
 

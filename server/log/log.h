@@ -342,6 +342,11 @@ struct log_filter {
     size_t n_event_types;
 };
 
+/* log_filter_match - whether the filter selects the event (only its stream
+ * and type are looked at): log_read_all's rule, for callers that keep
+ * events' names themselves. */
+bool log_filter_match(const struct log_filter *f, const struct log_event *ev);
+
 struct log_all_read {
     uint64_t from_position;    /* inclusive; 0 and 1: the first (BACKWARDS 0: the end) */
     bool backwards;

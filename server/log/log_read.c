@@ -381,7 +381,7 @@ out_corrupt:
 
 /* ---- the global log ---- */
 
-static bool filter_match(const struct log_filter *f, const struct log_event *ev)
+bool log_filter_match(const struct log_filter *f, const struct log_event *ev)
 {
     if (f->n_stream_prefixes) {
         bool hit = false;
@@ -446,7 +446,7 @@ int log_read_all(log_reader *rd, const struct log_all_read *q, log_event_fn fn, 
         op = fwd ? MDB_NEXT : MDB_PREV;
         pos = fwd ? pos + 1 : pos - 1;
         scanned++;
-        if (!filtered || filter_match(f, &ev)) {
+        if (!filtered || log_filter_match(f, &ev)) {
             more = fn(arg, &ev) && (q->max_count == 0 || ++count < q->max_count);
         }
         if (q->max_scan && scanned >= q->max_scan) {
