@@ -473,6 +473,12 @@ struct an_sub_item {
  * admits a call, as for unary calls: nothing sent), AN_ENOMEM,
  * AN_EINTERNAL. *out on success only.
  *
+ * A subscription that is not read holds data in this process's gRPC
+ * transport (up to its flow-control window): a process with a thousand
+ * unread subscriptions was measured to slow its own other calls to
+ * seconds, while other processes were served normally. Read them, or
+ * close them.
+ *
  * A subscription has no deadline: it runs until an_sub_close, or until
  * the server or the connection ends it (the server's shutdown:
  * AN_EUNAVAIL). It is never retried or reconnected by libannals, because
@@ -728,11 +734,14 @@ struct an_delivery {
  * (AN_ENOTFOUND: no such group, AN_EPERM, AN_EINVAL) arrives through
  * an_consumer_next.
  *
- * Reconnect: when the call is cut (AN_EUNAVAIL: server restart, connection
- * lost), an_consumer_next joins again by itself, with the client's backoff
- * and breaker, for as long as the client's timeout allows per attempt
- * round; deliveries not settled on the old call are the server's to hand
- * out again (to anyone), and settling them afterwards is ignored.
+ * Reconnect: when the call is cut (a transient end such as AN_EUNAVAIL:
+ * server restart, connection lost), an_consumer_next joins again by
+ * itself, with the client's backoff and breaker, until the client's
+ * timeout has passed since the cut (then it ends with the last code); a
+ * call of an_consumer_next that runs out of its own timeout meanwhile
+ * returns AN_SUB_TIMEOUT. Deliveries not settled on the old call are the
+ * server's to hand out again (to anyone), and settling them afterwards is
+ * ignored.
  */
 int an_consumer_open(an_client *c, const char *name, uint32_t prefetch, an_consumer **out);
 

@@ -168,6 +168,8 @@ struct srv_rstream {
 
 /* ---- subscriptions (srv_sub.c) ---- */
 
+struct srv_sel;
+
 /* One Subscribe call's cursor. Whoever has the call (srv_sub.c) owns it;
  * `parked`, `prev` and `next` are under its fan-out's mu while parked. */
 struct srv_sub {
@@ -181,6 +183,7 @@ struct srv_sub {
     uint64_t ckpt_sent;         /* the last checkpoint sent */
     gpr_timespec ckpt_at;       /* when (monotonic) */
     struct log_filter filter;   /* all streams: points into the request */
+    struct srv_sel *sel;        /* its selection, interned (srv_sub.c); NULL: none */
     struct srv_call *prev;      /* the parked list, or a work list */
     struct srv_call *next;
 };
@@ -377,6 +380,9 @@ struct srv {
     struct srv_fanout *fans;    /* one per CQ thread */
     atomic_ullong sub_hint;     /* the head last published to the fans */
     atomic_uint sub_active;     /* Subscribe calls open */
+    pthread_mutex_t sel_mu;     /* the distinct selections of subscriptions */
+    struct srv_sel **sels;
+    size_t n_sels, cap_sels;
 
     /* consumer groups (srv_group.c) */
     struct srv_groups *groups;
@@ -502,6 +508,8 @@ void srv_sub_begin(struct srv_call *c);
 void srv_sub_on_write(struct srv_call *c, bool ok);
 /* A Subscribe call's CLOSE fired; CQ thread. */
 void srv_sub_on_close(struct srv_call *c);
+/* The call is being freed: its subscription lets go of its selection. */
+void srv_sub_release(struct srv_call *c);
 
 
 /* ---- srv_proj.c: projections and view queries ---- */

@@ -81,6 +81,7 @@ static void call_free(struct srv_call *c)
         o = n;
     }
     free(c->rs.stream);
+    srv_sub_release(c);
     free(c->sub.stream);
     free(c->scan.after);
     if (c->bk.pending) {

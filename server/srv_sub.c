@@ -164,7 +164,7 @@ static int sub_send(struct srv_call *c, struct srv_batch *b, bool caught_up,
 
 /* Whether a checkpoint alone is due: the subscriber has been brought
  * further than it was told, by many positions or a while ago. */
-static bool ckpt_due(const struct srv_sub *sb)
+static bool ckpt_due_at(const struct srv_sub *sb, gpr_timespec now)
 {
     if (sb->scanned <= sb->ckpt_sent) {
         return false;
@@ -172,8 +172,13 @@ static bool ckpt_due(const struct srv_sub *sb)
     if (sb->scanned - sb->ckpt_sent >= CKPT_SCAN) {
         return true;
     }
-    gpr_timespec age = gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), sb->ckpt_at);
+    gpr_timespec age = gpr_time_sub(now, sb->ckpt_at);
     return gpr_time_cmp(age, gpr_time_from_millis(CKPT_MS, GPR_TIMESPAN)) >= 0;
+}
+
+static bool ckpt_due(const struct srv_sub *sb)
+{
+    return ckpt_due_at(sb, gpr_now(GPR_CLOCK_MONOTONIC));
 }
 
 /* ---- reading ---- */
@@ -312,6 +317,128 @@ static void wave_forget(struct srv_wave_msg *w)
     }
 }
 
+/* ---- selections, interned ---- */
+
+/* One distinct selection (a stream, or a filter over all streams) shared by
+ * every subscription that makes it: the wave index answers once per
+ * selection, and compares pointers, not strings. Owned copies. */
+struct srv_sel {
+    int refs;
+    bool all;
+    char *stream;
+    char **prefixes;
+    size_t n_prefixes;
+    char **types;
+    size_t n_types;
+};
+
+static bool strs_eq(char *const *a, size_t na, const char *const *b, size_t nb)
+{
+    if (na != nb) return false;
+    for (size_t i = 0; i < na; i++) {
+        if (strcmp(a[i], b[i]) != 0) return false;
+    }
+    return true;
+}
+
+static bool sel_is(const struct srv_sel *x, const struct srv_sub *sb)
+{
+    if (x->all != sb->all) return false;
+    if (!x->all) return strcmp(x->stream, sb->stream) == 0;
+    return strs_eq(x->prefixes, x->n_prefixes, sb->filter.stream_prefixes,
+                   sb->filter.n_stream_prefixes) &&
+           strs_eq(x->types, x->n_types, sb->filter.event_types, sb->filter.n_event_types);
+}
+
+static void sel_free(struct srv_sel *x)
+{
+    for (size_t i = 0; i < x->n_prefixes; i++) free(x->prefixes[i]);
+    for (size_t i = 0; i < x->n_types; i++) free(x->types[i]);
+    free(x->prefixes);
+    free(x->types);
+    free(x->stream);
+    free(x);
+}
+
+static char **strs_dup(const char *const *v, size_t n, bool *ok)
+{
+    char **r = n ? calloc(n, sizeof(*r)) : NULL;
+    if (n && !r) {
+        *ok = false;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        r[i] = strdup(v[i]);
+        *ok = *ok && r[i];
+    }
+    return r;
+}
+
+/* The interned selection of sb, with a reference; NULL when out of memory
+ * (the subscription then goes without: it is woken by every wave). */
+static struct srv_sel *sel_get(struct srv *s, const struct srv_sub *sb)
+{
+    pthread_mutex_lock(&s->sel_mu);
+    for (size_t i = 0; i < s->n_sels; i++) {
+        if (sel_is(s->sels[i], sb)) {
+            s->sels[i]->refs++;
+            pthread_mutex_unlock(&s->sel_mu);
+            return s->sels[i];
+        }
+    }
+    struct srv_sel *x = calloc(1, sizeof(*x));
+    bool ok = x != NULL;
+    if (ok) {
+        x->refs = 1;
+        x->all = sb->all;
+        if (!sb->all) {
+            x->stream = strdup(sb->stream);
+            ok = x->stream != NULL;
+        } else {
+            x->n_prefixes = sb->filter.n_stream_prefixes;
+            x->prefixes = strs_dup(sb->filter.stream_prefixes, x->n_prefixes, &ok);
+            x->n_types = sb->filter.n_event_types;
+            x->types = strs_dup(sb->filter.event_types, x->n_types, &ok);
+        }
+    }
+    if (ok && s->n_sels == s->cap_sels) {
+        size_t nc = s->cap_sels ? s->cap_sels * 2 : 16;
+        struct srv_sel **p = realloc(s->sels, nc * sizeof(*p));
+        ok = p != NULL;
+        if (ok) {
+            s->sels = p;
+            s->cap_sels = nc;
+        }
+    }
+    if (!ok) {
+        if (x) sel_free(x);
+        pthread_mutex_unlock(&s->sel_mu);
+        return NULL;
+    }
+    s->sels[s->n_sels++] = x;
+    pthread_mutex_unlock(&s->sel_mu);
+    return x;
+}
+
+void srv_sub_release(struct srv_call *c)
+{
+    struct srv_sel *x = c->sub.sel;
+    if (!x) return;
+    struct srv *s = c->srv;
+    c->sub.sel = NULL;
+    pthread_mutex_lock(&s->sel_mu);
+    if (--x->refs == 0) {
+        for (size_t i = 0; i < s->n_sels; i++) {
+            if (s->sels[i] == x) {
+                s->sels[i] = s->sels[--s->n_sels];
+                break;
+            }
+        }
+        sel_free(x);
+    }
+    pthread_mutex_unlock(&s->sel_mu);
+}
+
 /* ---- the wave's index ---- */
 
 /*
@@ -342,7 +469,7 @@ struct wave_idx {
     char *buf;
     size_t len, bcap;
     struct {
-        const struct srv_sub *rep; /* a parked subscription with this selection */
+        const struct srv_sel *sel;
         uint64_t last;          /* the last position it selects in the wave (0: none) */
     } cache[WAVE_CACHE];
     unsigned n_cache;
@@ -398,31 +525,11 @@ static void idx_build(struct wave_idx *x, log_reader *rd, uint64_t from, uint64_
     log_reader_end(rd);
 }
 
-static bool same_strings(const char *const *a, size_t na, const char *const *b, size_t nb)
-{
-    if (na != nb) return false;
-    for (size_t i = 0; i < na; i++) {
-        if (strcmp(a[i], b[i]) != 0) return false;
-    }
-    return true;
-}
-
-/* Whether a and b select the same events. */
-static bool same_selection(const struct srv_sub *a, const struct srv_sub *b)
-{
-    if (a->all != b->all) return false;
-    if (!a->all) return strcmp(a->stream, b->stream) == 0;
-    return same_strings(a->filter.stream_prefixes, a->filter.n_stream_prefixes,
-                        b->filter.stream_prefixes, b->filter.n_stream_prefixes) &&
-           same_strings(a->filter.event_types, a->filter.n_event_types,
-                        b->filter.event_types, b->filter.n_event_types);
-}
-
 /* The last position of the wave that sb selects (0: none). */
 static uint64_t idx_last(struct wave_idx *x, const struct srv_sub *sb)
 {
-    for (unsigned i = 0; i < x->n_cache; i++) {
-        if (same_selection(x->cache[i].rep, sb)) return x->cache[i].last;
+    for (unsigned i = 0; sb->sel && i < x->n_cache; i++) {
+        if (x->cache[i].sel == sb->sel) return x->cache[i].last;
     }
     uint64_t last = 0;
     size_t slen = sb->all ? 0 : strlen(sb->stream);
@@ -438,8 +545,8 @@ static uint64_t idx_last(struct wave_idx *x, const struct srv_sub *sb)
         }
         if (hit) last = w->pos;
     }
-    if (x->n_cache < WAVE_CACHE) {
-        x->cache[x->n_cache].rep = sb;
+    if (sb->sel && x->n_cache < WAVE_CACHE) {
+        x->cache[x->n_cache].sel = sb->sel;
         x->cache[x->n_cache].last = last;
         x->n_cache++;
     }
@@ -470,6 +577,7 @@ static void *fanout_main(void *arg)
         } else {
             idx.valid = false;
         }
+        gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
         pthread_mutex_lock(&f->mu);
         /* take every parked subscription the wave concerns */
         struct srv_call *take = NULL;
@@ -482,7 +590,7 @@ static void *fanout_main(void *arg)
             if (idx.valid && sb->scanned + 1 >= idx.from && idx_last(&idx, sb) <= sb->scanned) {
                 /* nothing for it: it has been brought to the wave's end */
                 sb->scanned = upto;
-                if (!ckpt_due(sb)) {
+                if (!ckpt_due_at(sb, now)) {
                     continue;
                 }
             }
@@ -527,6 +635,7 @@ void srv_sub_notify(struct srv *s)
 
 int srv_sub_start(struct srv *s)
 {
+    pthread_mutex_init(&s->sel_mu, NULL);
     s->fans = calloc(s->n_cqs, sizeof(*s->fans));
     if (!s->fans) {
         return AN_ENOMEM;
@@ -591,6 +700,13 @@ void srv_sub_free(struct srv *s)
     }
     free(s->fans);
     s->fans = NULL;
+    for (size_t i = 0; i < s->n_sels; i++) {
+        sel_free(s->sels[i]); /* calls still holding one are gone by now */
+    }
+    free(s->sels);
+    s->sels = NULL;
+    s->n_sels = s->cap_sels = 0;
+    pthread_mutex_destroy(&s->sel_mu);
 }
 
 unsigned srv_sub_active(const struct srv *s)
@@ -691,6 +807,7 @@ void srv_sub_begin(struct srv_call *c)
             sb->scanned = head;
         }
     }
+    sb->sel = sel_get(s, sb);
     say_debug("sub", "msg=\"subscription started\" active=%u", srv_sub_active(s));
     sub_pump(c, c->q->rd, NULL);
 }
