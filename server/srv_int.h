@@ -205,8 +205,10 @@ struct srv_fanout {
     struct srv *srv;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    struct srv_call *parked;    /* doubly linked through sub.prev/next */
+    struct srv_call *parked;    /* doubly linked through sub.prev/next: those
+                                   without an interned selection */
     size_t n_parked;
+    struct srv_sel *active;     /* selections with subscriptions parked here */
     uint64_t published;         /* the head the writer last published */
     bool stop;
     bool running;

@@ -58,36 +58,120 @@
 
 /* ---- the parked list (under fan.mu) ---- */
 
+/* A selection's parked subscriptions on one fan-out, in the order they
+ * parked (about the order their checkpoints are due). Every one's cursor
+ * is at least `brought`, applied when it leaves the list. */
+struct sel_park {
+    struct srv_call *head;      /* through sub.prev/next */
+    struct srv_call *tail;
+    size_t n;
+    uint64_t brought;
+    struct srv_sel *prev_active; /* the fan-out's active selections */
+    struct srv_sel *next_active;
+};
+
+/* One distinct selection (a stream, or a filter over all streams) shared by
+ * every subscription that makes it: the wave index answers once per
+ * selection, and a wave that selects nothing for it touches only those of
+ * its subscriptions whose checkpoint is due. Owned copies; park has one
+ * entry per fan-out. */
+struct srv_sel {
+    int refs;
+    bool all;
+    char *stream;
+    char **prefixes;
+    size_t n_prefixes;
+    char **types;
+    size_t n_types;
+    struct sel_park *park;
+};
+
+static unsigned fan_index(const struct srv_fanout *f)
+{
+    return (unsigned)(f - f->srv->fans);
+}
+
 static void park_link(struct srv_fanout *f, struct srv_call *c)
 {
-    c->sub.prev = NULL;
-    c->sub.next = f->parked;
-    if (f->parked) {
-        f->parked->sub.prev = c;
-    }
-    f->parked = c;
+    struct srv_sel *x = c->sub.sel;
     c->sub.parked = true;
     f->n_parked++;
+    if (!x) {
+        c->sub.prev = NULL;
+        c->sub.next = f->parked;
+        if (f->parked) {
+            f->parked->sub.prev = c;
+        }
+        f->parked = c;
+        return;
+    }
+    struct sel_park *b = &x->park[fan_index(f)];
+    c->sub.next = NULL;
+    c->sub.prev = b->tail;
+    if (b->tail) {
+        b->tail->sub.next = c;
+    } else {
+        b->head = c;
+    }
+    b->tail = c;
+    if (b->n++ == 0) {
+        /* the selection's first one parked here: it becomes active */
+        b->prev_active = NULL;
+        b->next_active = f->active;
+        if (f->active) {
+            f->active->park[fan_index(f)].prev_active = x;
+        }
+        f->active = x;
+    }
 }
 
 static void park_unlink(struct srv_fanout *f, struct srv_call *c)
 {
+    struct srv_sel *x = c->sub.sel;
+    c->sub.parked = false;
+    f->n_parked--;
+    if (!x) {
+        if (c->sub.prev) {
+            c->sub.prev->sub.next = c->sub.next;
+        } else {
+            f->parked = c->sub.next;
+        }
+        if (c->sub.next) {
+            c->sub.next->sub.prev = c->sub.prev;
+        }
+        c->sub.prev = c->sub.next = NULL;
+        return;
+    }
+    unsigned fi = fan_index(f);
+    struct sel_park *b = &x->park[fi];
     if (c->sub.prev) {
         c->sub.prev->sub.next = c->sub.next;
     } else {
-        f->parked = c->sub.next;
+        b->head = c->sub.next;
     }
     if (c->sub.next) {
         c->sub.next->sub.prev = c->sub.prev;
+    } else {
+        b->tail = c->sub.prev;
     }
     c->sub.prev = c->sub.next = NULL;
-    c->sub.parked = false;
-    f->n_parked--;
+    if (c->sub.scanned < b->brought) {
+        c->sub.scanned = b->brought; /* the waves it slept through selected nothing */
+    }
+    if (--b->n == 0) {
+        if (b->prev_active) {
+            b->prev_active->park[fi].next_active = b->next_active;
+        } else {
+            f->active = b->next_active;
+        }
+        if (b->next_active) {
+            b->next_active->park[fi].prev_active = b->prev_active;
+        }
+        b->prev_active = b->next_active = NULL;
+        b->brought = 0;
+    }
 }
 
-/* ---- ending ---- */
-
-/* Ends a subscription the caller has: frees its slot, sends the status. */
 static void sub_end(struct srv_call *c, int code, const char *detail)
 {
     if (c->sub.counted) {
@@ -319,18 +403,6 @@ static void wave_forget(struct srv_wave_msg *w)
 
 /* ---- selections, interned ---- */
 
-/* One distinct selection (a stream, or a filter over all streams) shared by
- * every subscription that makes it: the wave index answers once per
- * selection, and compares pointers, not strings. Owned copies. */
-struct srv_sel {
-    int refs;
-    bool all;
-    char *stream;
-    char **prefixes;
-    size_t n_prefixes;
-    char **types;
-    size_t n_types;
-};
 
 static bool strs_eq(char *const *a, size_t na, const char *const *b, size_t nb)
 {
@@ -357,6 +429,7 @@ static void sel_free(struct srv_sel *x)
     free(x->prefixes);
     free(x->types);
     free(x->stream);
+    free(x->park);
     free(x);
 }
 
@@ -391,9 +464,11 @@ static struct srv_sel *sel_get(struct srv *s, const struct srv_sub *sb)
     if (ok) {
         x->refs = 1;
         x->all = sb->all;
+        x->park = calloc(s->n_cqs, sizeof(*x->park));
+        ok = x->park != NULL;
         if (!sb->all) {
             x->stream = strdup(sb->stream);
-            ok = x->stream != NULL;
+            ok = ok && x->stream != NULL;
         } else {
             x->n_prefixes = sb->filter.n_stream_prefixes;
             x->prefixes = strs_dup(sb->filter.stream_prefixes, x->n_prefixes, &ok);
@@ -569,7 +644,7 @@ static void *fanout_main(void *arg)
             break;
         }
         uint64_t upto = f->published;
-        bool any = f->parked != NULL;
+        bool any = f->parked != NULL || f->active != NULL;
         pthread_mutex_unlock(&f->mu);
         /* what the wave brings, read outside the lock */
         if (any) {
@@ -597,6 +672,50 @@ static void *fanout_main(void *arg)
             park_unlink(f, c);
             c->sub.next = take;
             take = c;
+        }
+        unsigned fi = fan_index(f);
+        for (struct srv_sel *x = f->active, *nx; x; x = nx) {
+            struct sel_park *b = &x->park[fi];
+            nx = b->next_active;
+            if (idx.valid && idx_last(&idx, &b->head->sub) == 0) {
+                /* the wave selects nothing for this selection: every one
+                 * parked here is brought to its end at once; only those
+                 * whose checkpoint is due (the oldest first) are woken */
+                b->brought = upto;
+                while (b->n) {
+                    struct srv_call *c = b->head;
+                    if (c->sub.scanned < upto) {
+                        c->sub.scanned = upto;
+                    }
+                    if (!ckpt_due_at(&c->sub, now)) {
+                        break;
+                    }
+                    park_unlink(f, c); /* may deactivate x: nx was taken first */
+                    c->sub.next = take;
+                    take = c;
+                }
+                continue;
+            }
+            for (struct srv_call *c = b->head, *n; c; c = n) {
+                n = c->sub.next;
+                struct srv_sub *sb = &c->sub;
+                if (sb->scanned < b->brought) {
+                    sb->scanned = b->brought;
+                }
+                if (sb->scanned >= upto) {
+                    continue;
+                }
+                if (idx.valid && sb->scanned + 1 >= idx.from &&
+                    idx_last(&idx, sb) <= sb->scanned) {
+                    sb->scanned = upto;
+                    if (!ckpt_due_at(sb, now)) {
+                        continue;
+                    }
+                }
+                park_unlink(f, c);
+                c->sub.next = take;
+                take = c;
+            }
         }
         seen = upto;
         pthread_mutex_unlock(&f->mu);
@@ -673,6 +792,12 @@ void srv_sub_stop(struct srv *s)
         struct srv_call *take = NULL;
         while (f->parked) {
             struct srv_call *c = f->parked;
+            park_unlink(f, c);
+            c->sub.next = take;
+            take = c;
+        }
+        while (f->active) {
+            struct srv_call *c = f->active->park[i].head;
             park_unlink(f, c);
             c->sub.next = take;
             take = c;

@@ -860,3 +860,65 @@ Test(subscribe, a_cut_off_subscription_counts_for_the_breaker_and_open_fails_fas
     cr_assert_lt(now_ms() - t, 50);
     an_close(c);
 }
+
+/*
+ * Subscriptions whose filter the live events do not concern stay parked
+ * through those waves (the fan-out's wave index), yet still get a
+ * checkpoint at least once a second, and get the rare event that does
+ * concern them, once, with every checkpoint before it below its position.
+ * Two of them share the selection and park at different times.
+ */
+Test(subscribe, parked_filtered_subscriptions_get_checkpoints_and_their_rare_events)
+{
+    const char *rare[] = {"rare-"};
+    struct an_subscribe_opts o = {.from_end = true, .stream_prefixes = rare,
+                                  .n_stream_prefixes = 1};
+    an_sub *a, *b;
+    cr_assert_eq(an_subscribe(h.client, &o, &a), 0);
+    append_n(h.client, "common-0", "Common", 50, 10);
+    cr_assert_eq(an_subscribe(h.client, &o, &b), 0);
+    an_sub *pair[2] = {a, b};
+    int ckpts[2] = {0, 0};
+    uint64_t last_ckpt[2] = {0, 0};
+    /* 2.5 s of events no one of them selects */
+    int64_t until = now_ms() + 2500;
+    for (int i = 0; now_ms() < until; i++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "common-%d", i % 7);
+        append_n(h.client, stream, "Common", 5, 5);
+        for (int k = 0; k < 2; k++) {
+            struct an_sub_item it;
+            while (an_sub_next(pair[k], 0, &it, NULL) == 1) {
+                cr_assert_neq(it.kind, AN_SUB_EVENT, "an event it does not select");
+                if (it.kind == AN_SUB_CHECKPOINT) {
+                    ckpts[k]++;
+                    cr_assert_geq(it.checkpoint, last_ckpt[k]);
+                    last_ckpt[k] = it.checkpoint;
+                }
+            }
+        }
+    }
+    cr_assert_geq(ckpts[0], 2, "a checkpoint at least once a second (got %d)", ckpts[0]);
+    cr_assert_geq(ckpts[1], 2, "a checkpoint at least once a second (got %d)", ckpts[1]);
+    uint64_t pos = append_n(h.client, "rare-1", "Rare", 1, 1);
+    append_n(h.client, "common-9", "Common", 20, 10);
+    for (int k = 0; k < 2; k++) {
+        bool got = false;
+        int64_t wait_until = now_ms() + 5000;
+        while (!got && now_ms() < wait_until) {
+            struct an_sub_item it;
+            int rc = an_sub_next(pair[k], 200, &it, NULL);
+            cr_assert_geq(rc, 0);
+            if (rc == 1 && it.kind == AN_SUB_EVENT) {
+                cr_assert_eq(it.event->global_position, pos);
+                cr_assert_lt(last_ckpt[k], pos);
+                got = true;
+            } else if (rc == 1) {
+                last_ckpt[k] = it.checkpoint;
+            }
+        }
+        cr_assert(got, "subscription %d did not get the rare event", k);
+    }
+    an_sub_close(a);
+    an_sub_close(b);
+}
