@@ -1,20 +1,27 @@
-set terminal pngcairo size 1400,560 font ",10"
-set output "bench/results/compare.png"
-set multiplot layout 1,2 title "Annals vs peers, one run on 2 cores (median of 3)"
+# gnuplot compare.gp (in this directory) draws compare.png
+set terminal pngcairo size 1100,1300 font 'DejaVu Sans,11'
+set output 'compare.png'
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
-set key top left
-set ylabel "events/s"
+set boxwidth 0.9
 set logscale y
+set grid ytics mytics
+set key top left horizontal samplen 2
+set linetype 1 lc rgb '#1f6fb4'
+set linetype 2 lc rgb '#9cc3e6'
+set linetype 3 lc rgb '#5a9e4b'
+set linetype 4 lc rgb '#d2462f'
+set linetype 5 lc rgb '#b0b0b0'
+set multiplot layout 3,1 title 'Annals vs PostgreSQL 15, Redis 7, NATS JetStream (median of 3 runs, log scales)' font ',13'
+set title 'events/s (higher is better)'
+set format y '%.0s%c'
 set yrange [100:*]
-set xtics rotate by -20
-set title "throughput by workload"
-plot for [i=2:6] "bench/results/compare.dat" using i:xtic(1) title columnheader(i)
-unset logscale y
-set yrange [0:*]
-set ylabel "ms"
-set title "append latency (p50, p99)"
-set xtics rotate by -45 font ",8"
-plot "bench/results/compare-lat.dat" using 2:xtic(1) title "p50", '' using 3 title "p99"
+plot 'compare-eps.dat' using 2:xtic(1) title columnheader(2) lt 1, 'compare-eps.dat' using 3 title columnheader(3) lt 2, 'compare-eps.dat' using 4 title columnheader(4) lt 3, 'compare-eps.dat' using 5 title columnheader(5) lt 4, 'compare-eps.dat' using 6 title columnheader(6) lt 5
+set format y '%g'
+set yrange [0.05:*]
+set title 'latency p50, ms (lower is better)'
+plot 'compare-p50.dat' using 2:xtic(1) title columnheader(2) lt 1, 'compare-p50.dat' using 3 title columnheader(3) lt 2, 'compare-p50.dat' using 4 title columnheader(4) lt 3, 'compare-p50.dat' using 5 title columnheader(5) lt 4, 'compare-p50.dat' using 6 title columnheader(6) lt 5
+set title 'latency p99, ms (lower is better)'
+plot 'compare-p99.dat' using 2:xtic(1) title columnheader(2) lt 1, 'compare-p99.dat' using 3 title columnheader(3) lt 2, 'compare-p99.dat' using 4 title columnheader(4) lt 3, 'compare-p99.dat' using 5 title columnheader(5) lt 4, 'compare-p99.dat' using 6 title columnheader(6) lt 5
 unset multiplot
