@@ -236,6 +236,17 @@ ProtobufCMessage *an__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
     return m;
 }
 
+grpc_slice an__bb_slice(grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader r;
+    grpc_slice s;
+
+    if (!grpc_byte_buffer_reader_init(&r, bb)) return grpc_empty_slice();
+    s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    return s;
+}
+
 /* The strings the API takes as const; protobuf-c only reads them. */
 static char *str_arg(const char *s)
 {
@@ -553,15 +564,11 @@ static int unary(an_client *c, const char *method, grpc_slice payload, bool retr
 }
 
 /* Takes the payload out of a packed request (which is destroyed). */
+/* an__bb_slice, and bb destroyed. */
 static grpc_slice bb_slice(grpc_byte_buffer *bb)
 {
-    grpc_byte_buffer_reader r;
-    grpc_slice s = grpc_empty_slice();
+    grpc_slice s = an__bb_slice(bb);
 
-    if (grpc_byte_buffer_reader_init(&r, bb)) {
-        s = grpc_byte_buffer_reader_readall(&r);
-        grpc_byte_buffer_reader_destroy(&r);
-    }
     grpc_byte_buffer_destroy(bb);
     return s;
 }
@@ -948,6 +955,125 @@ int an_call_raw(an_client *c, const char *method, const void *payload, size_t le
     }
     return unary(c, method, grpc_slice_from_copied_buffer(len ? payload : "", len), false, NULL,
                  err);
+}
+
+/* Starts one batch on a pluck queue and waits for it; its success. */
+static bool raw_batch(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n, void *tag)
+{
+    grpc_event ev;
+
+    if (grpc_call_start_batch(call, ops, n, tag, NULL) != GRPC_CALL_OK) return false;
+    ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+int an_call_raw_stream(an_client *c, const char *method, const char *md_key, const char *md_value,
+                       const void *const *msgs, const size_t *lens, size_t n,
+                       an_raw_reply_cb on_reply, void *arg, const char *reply_md_key,
+                       char *reply_md_value, size_t cap, struct an_error *err)
+{
+    struct an__lease lease;
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_metadata md[AN__EP_MD_MAX + 1];
+    grpc_metadata_array md_initial;
+    grpc_metadata_array md_trailing;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op op[2];
+    size_t n_md;
+    int rc;
+
+    if (!c || !method || (n && (!msgs || !lens)) || (md_key && !md_value)) {
+        return an__err_set(err, AN_EINVAL, 0, "client, method, messages or header is NULL");
+    }
+    rc = an__ep_acquire(c, &lease);
+    if (rc) return an__err_set(err, rc, 0, "no endpoint admits a call");
+    cq = grpc_completion_queue_create_for_pluck(NULL);
+    call = cq ? an__call_new_ep(lease.ep, cq, method, an__deadline(c->timeout_ms)) : NULL;
+    if (!call) {
+        an__cq_free(cq, true);
+        an__ep_release(c, &lease, AN__ABANDONED);
+        return an__err_set(err, AN_EINTERNAL, 0, "cannot create a call for %s", method);
+    }
+    grpc_metadata_array_init(&md_initial);
+    grpc_metadata_array_init(&md_trailing);
+    memset(op, 0, sizeof(op));
+    op[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    an__ep_md(lease.ep, &op[0]);
+    n_md = op[0].data.send_initial_metadata.count;
+    memcpy(md, op[0].data.send_initial_metadata.metadata, n_md * sizeof(md[0]));
+    if (md_key) {
+        md[n_md].key = grpc_slice_from_static_string(md_key);
+        md[n_md++].value = grpc_slice_from_static_string(md_value);
+    }
+    op[0].data.send_initial_metadata.count = n_md;
+    op[0].data.send_initial_metadata.metadata = md;
+    op[1].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op[1].data.recv_status_on_client.trailing_metadata = &md_trailing;
+    op[1].data.recv_status_on_client.status = &status;
+    op[1].data.recv_status_on_client.status_details = &details;
+    /* the status batch stays in flight until the end (tag 2) */
+    if (!raw_batch(call, cq, &op[0], 1, (void *)1) ||
+        grpc_call_start_batch(call, &op[1], 1, (void *)2, NULL) != GRPC_CALL_OK) {
+        grpc_call_cancel(call, NULL);
+    }
+    /* a failed send means the server ended the call: the status says why */
+    for (size_t i = 0; i < n; i++) {
+        grpc_slice sl = grpc_slice_from_copied_buffer(lens[i] ? msgs[i] : "", lens[i]);
+        grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+
+        grpc_slice_unref(sl);
+        memset(op, 0, sizeof(op));
+        op[0].op = GRPC_OP_SEND_MESSAGE;
+        op[0].data.send_message.send_message = bb;
+        bool sent = raw_batch(call, cq, op, 1, (void *)3);
+        grpc_byte_buffer_destroy(bb);
+        if (!sent) break;
+    }
+    memset(op, 0, sizeof(op));
+    op[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    raw_batch(call, cq, op, 1, (void *)4);
+    for (bool first = true;; first = false) {
+        grpc_byte_buffer *rbuf = NULL;
+        size_t k = 0;
+
+        memset(op, 0, sizeof(op));
+        if (first) {
+            op[k].op = GRPC_OP_RECV_INITIAL_METADATA;
+            op[k++].data.recv_initial_metadata.recv_initial_metadata = &md_initial;
+        }
+        op[k].op = GRPC_OP_RECV_MESSAGE;
+        op[k++].data.recv_message.recv_message = &rbuf;
+        if (!raw_batch(call, cq, op, k, (void *)5) || !rbuf) break;
+        if (on_reply) {
+            grpc_slice sl = an__bb_slice(rbuf);
+
+            on_reply(arg, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
+            grpc_slice_unref(sl);
+        }
+        grpc_byte_buffer_destroy(rbuf);
+    }
+    grpc_completion_queue_pluck(cq, (void *)2, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (reply_md_key && cap) {
+        reply_md_value[0] = '\0';
+        for (size_t i = 0; i < md_initial.count; i++) {
+            const grpc_metadata *m = &md_initial.metadata[i];
+
+            if (grpc_slice_str_cmp(m->key, reply_md_key) == 0) {
+                snprintf(reply_md_value, cap, "%.*s", (int)GRPC_SLICE_LENGTH(m->value),
+                         (const char *)GRPC_SLICE_START_PTR(m->value));
+            }
+        }
+    }
+    rc = an__err_from_status(err, status, details, &md_trailing);
+    an__ep_release(c, &lease, rc);
+    grpc_call_unref(call);
+    an__cq_free(cq, true);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&md_initial);
+    grpc_metadata_array_destroy(&md_trailing);
+    return rc;
 }
 
 int an__health_once(an_client *c, const struct an__ep *ep, int64_t timeout_ms, bool *serving)

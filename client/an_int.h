@@ -34,8 +34,35 @@ struct an__ep {
     /* Sent with every call (the client's bearer token): points into the
      * client, fixed after an_connect. */
     grpc_metadata *md;
-    size_t n_md;
+    size_t n_md;                /* <= AN__EP_MD_MAX */
 };
+
+#define AN__EP_MD_MAX 1
+
+/* Protobuf varints, for messages put together from packed ones: writes v
+ * at out (room for 10 bytes), returns the bytes it took. */
+static inline size_t an__varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+static inline size_t an__varint_len(uint64_t v)
+{
+    size_t n = 1;
+
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
 
 /* Puts the endpoint's call metadata (authorization) on a
  * SEND_INITIAL_METADATA op. */
@@ -143,6 +170,10 @@ grpc_byte_buffer *an__pack(const ProtobufCMessage *m);
  * or NULL when the bytes do not parse.
  */
 ProtobufCMessage *an__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+
+/* an__bb_slice - the bytes of bb in one slice (a reference of the
+ * caller's); bb stays the caller's. */
+grpc_slice an__bb_slice(grpc_byte_buffer *bb);
 
 /* an__result_from - copies an AppendResponse into the public result. */
 void an__result_from(const Annals__V1__AppendResponse *r, struct an_append_result *res);

@@ -310,6 +310,11 @@ typedef void (*an_append_cb)(void *arg, uint64_t correlation_id, int rc,
  * probe) and keeps it for its life. A failed open counts as a failure of
  * that endpoint; the first AppendResult counts as a success; a call that
  * ends UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED counts as a failure.
+ *
+ * Under load, appends queued behind a send in flight go out together in
+ * one message, and results come back together ("batched messages" in
+ * commands.proto), when the server says it takes them; each append keeps
+ * its own checks, order, result and callback.
  */
 int an_appender_open(an_client *c, unsigned max_in_flight, an_append_cb cb, void *arg,
                      an_appender **out);
@@ -537,6 +542,23 @@ int an_health(an_client *c, bool *serving, struct an_error *err);
  */
 int an_call_raw(an_client *c, const char *method, const void *payload, size_t len,
                 struct an_error *err);
+
+/*
+ * an_call_raw_stream - a streaming call with raw request messages, for
+ * tests of the streaming methods: sends the n messages (msgs[i], lens[i]
+ * bytes) one after another, with the header md_key: md_value if md_key is
+ * not NULL, half-closes, then reads every reply message until the status.
+ * on_reply (may be NULL) gets each reply's bytes, borrowed for the
+ * callback's duration, on the calling thread. If reply_md_key is not NULL,
+ * reply_md_value (cap bytes) gets that header of the server's initial
+ * metadata ("" without it). Deadline: the client's timeout. Returns the
+ * code of the status.
+ */
+typedef void (*an_raw_reply_cb)(void *arg, const void *payload, size_t len);
+int an_call_raw_stream(an_client *c, const char *method, const char *md_key, const char *md_value,
+                       const void *const *msgs, const size_t *lens, size_t n,
+                       an_raw_reply_cb on_reply, void *arg, const char *reply_md_key,
+                       char *reply_md_value, size_t cap, struct an_error *err);
 
 /* ---- projections and views (annals.v1.Projections, Queries.GetView/ScanView) ---- */
 

@@ -725,42 +725,22 @@ static bool buf_reserve(struct msg_buf *b, size_t more)
     return true;
 }
 
-static size_t varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 /* Adds one Delivery (field 1 of ConsumeResponse) from the stored bytes. */
 static bool add_delivery(struct msg_buf *b, const struct log_event *ev, uint32_t attempt)
 {
-    size_t inner = 1 + varint_len(ev->packed_len) + ev->packed_len + 1 + varint_len(attempt);
-    if (!buf_reserve(b, 1 + varint_len(inner) + inner)) {
+    size_t inner =
+        1 + srv_varint_len(ev->packed_len) + ev->packed_len + 1 + srv_varint_len(attempt);
+    if (!buf_reserve(b, 1 + srv_varint_len(inner) + inner)) {
         return false;
     }
     b->p[b->len++] = 0x0a;
-    b->len += varint(b->p + b->len, inner);
+    b->len += srv_varint(b->p + b->len, inner);
     b->p[b->len++] = 0x0a;
-    b->len += varint(b->p + b->len, ev->packed_len);
+    b->len += srv_varint(b->p + b->len, ev->packed_len);
     memcpy(b->p + b->len, ev->packed, ev->packed_len);
     b->len += ev->packed_len;
     b->p[b->len++] = 0x10;
-    b->len += varint(b->p + b->len, attempt);
+    b->len += srv_varint(b->p + b->len, attempt);
     return true;
 }
 

@@ -185,6 +185,20 @@ static void metrics_write(struct srv *s, struct buf *b)
     bprintf(b, "# HELP annals_syncs_total fdatasyncs of the log file.\n"
                "# TYPE annals_syncs_total counter\nannals_syncs_total %llu\n",
             (unsigned long long)atomic_load(&m->syncs));
+    bprintf(b, "# HELP annals_append_stream_messages_total AppendStream messages received "
+               "(in) and sent (out).\n"
+               "# TYPE annals_append_stream_messages_total counter\n"
+               "annals_append_stream_messages_total{dir=\"in\"} %llu\n"
+               "annals_append_stream_messages_total{dir=\"out\"} %llu\n",
+            (unsigned long long)atomic_load(&m->astream_msgs_in),
+            (unsigned long long)atomic_load(&m->astream_msgs_out));
+    bprintf(b, "# HELP annals_append_stream_items_total Appends those messages carried (in) "
+               "and results (out); above the messages when they were batched.\n"
+               "# TYPE annals_append_stream_items_total counter\n"
+               "annals_append_stream_items_total{dir=\"in\"} %llu\n"
+               "annals_append_stream_items_total{dir=\"out\"} %llu\n",
+            (unsigned long long)atomic_load(&m->astream_appends_in),
+            (unsigned long long)atomic_load(&m->astream_results_out));
     bprintf(b, "# HELP annals_commit_seconds Time of one group commit, its sync included.\n"
                "# TYPE annals_commit_seconds histogram\n");
     hist_write(b, "annals_commit_seconds", "", &m->commit_seconds);

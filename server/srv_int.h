@@ -89,6 +89,12 @@ struct srv_metrics {
     struct srv_hist commit_seconds;  /* the writer's commit (with its sync) */
     struct srv_hist batch_size;      /* requests per group commit */
     atomic_ullong syncs;             /* fdatasyncs of the log (2 per durable commit) */
+    /* AppendStream: messages received and sent, and the appends and
+     * results they carried (batched messages: several per message) */
+    atomic_ullong astream_msgs_in;
+    atomic_ullong astream_appends_in;
+    atomic_ullong astream_msgs_out;
+    atomic_ullong astream_results_out;
     atomic_ullong calls[SRV_M_COUNT][SRV_STATUS_COUNT]; /* finished calls */
     struct srv_hist call_seconds[SRV_M_COUNT];
 };
@@ -138,8 +144,35 @@ struct srv_wreq {
 
 struct srv_out {
     struct srv_out *next;
-    grpc_byte_buffer *bb;
+    grpc_slice packed;          /* one packed AppendResult */
 };
+
+/* Batched messages (commands.proto, AppendStreamRequest.more): the most
+ * bytes of results one message carries; a single bigger one goes alone. */
+#define SRV_BATCH_BYTES (1u << 20)
+
+/* Protobuf varints, for messages built from stored bytes: writes v at out
+ * (room for 10 bytes) and returns how many bytes it took. */
+static inline size_t srv_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+static inline size_t srv_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
 
 struct srv_astream {
     unsigned in_progress;       /* requests handed to the writer, unanswered */
@@ -149,6 +182,8 @@ struct srv_astream {
     bool finished;              /* the final status was started */
     int end_code;               /* end with this status once drained (shutdown) */
     bool stop_sent;             /* shutdown cancelled the idle call */
+    bool batch_out;             /* the client reads AppendResult.more
+                                   ("annals-batch: 1" in its headers) */
     struct srv_out *out_head;   /* results waiting to be sent */
     struct srv_out *out_tail;
 };

@@ -76,7 +76,7 @@ static void call_free(struct srv_call *c)
     }
     for (struct srv_out *o = c->as.out_head; o;) {
         struct srv_out *n = o->next;
-        grpc_byte_buffer_destroy(o->bb);
+        grpc_slice_unref(o->packed);
         free(o);
         o = n;
     }
@@ -325,8 +325,19 @@ int srv_send(struct srv_call *c, grpc_byte_buffer *bb)
 {
     grpc_op ops[2];
     size_t n = 0;
+    char win[16];
+    grpc_metadata md = {.value = grpc_empty_slice()};
     memset(ops, 0, sizeof(ops));
     if (!c->initial_sent) {
+        if (c->method == SRV_M_APPEND_STREAM) {
+            /* batched messages (commands.proto): the most appends one
+             * AppendStreamRequest may carry */
+            snprintf(win, sizeof(win), "%u", c->srv->cfg.stream_window);
+            md.key = grpc_slice_from_static_string("annals-batch");
+            md.value = grpc_slice_from_copied_string(win);
+            ops[n].data.send_initial_metadata.count = 1;
+            ops[n].data.send_initial_metadata.metadata = &md;
+        }
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         c->initial_sent = true;
     }
@@ -334,6 +345,7 @@ int srv_send(struct srv_call *c, grpc_byte_buffer *bb)
     ops[n++].data.send_message.send_message = bb;
     grpc_call_error e = c->q->closing ? GRPC_CALL_ERROR
                                       : grpc_call_start_batch(c->call, ops, n, &c->t_write, NULL);
+    grpc_slice_unref(md.value);
     grpc_byte_buffer_destroy(bb);
     return e == GRPC_CALL_OK ? 0 : -1;
 }

@@ -201,11 +201,7 @@ static int put_varint_field(struct srv_batch *b, uint8_t tag, uint64_t v)
         b->cap = cap;
     }
     b->buf[b->len++] = tag;
-    while (v >= 0x80) {
-        b->buf[b->len++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    b->buf[b->len++] = (uint8_t)v;
+    b->len += srv_varint(b->buf + b->len, v);
     return 0;
 }
 

@@ -6,10 +6,12 @@
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "annals/v1/commands.pb-c.h"
 #include "harness.h"
 
 static struct harness h;
@@ -312,4 +314,188 @@ Test(server_errors, config_file_takes_the_flags_and_the_command_line_wins)
              h2.dir);
     cr_assert_eq(system(cmd), 0, "the file's max-event was not applied");
     h_cleanup(&h2);
+}
+
+/* ---- batched AppendStream messages (commands.proto: AppendStreamRequest.more) ---- */
+
+/* One packed AppendStreamRequest: the append of one event to `stream` with
+ * the expectation, correlation id id, and n_more further ones (each to
+ * stream "<stream>-<i>", NO_STREAM, ids id+1...), the last of which has a
+ * `more` of its own when nested. The caller frees the result. */
+static uint8_t *pack_batched(const char *stream, enum an_expect ex, uint64_t v, uint64_t id,
+                             size_t n_more, bool nested, size_t *len)
+{
+    size_t n = 1 + n_more + (nested ? 1 : 0);
+    Annals__V1__AppendStreamRequest *rq = calloc(n, sizeof(*rq));
+    Annals__V1__AppendRequest *ar = calloc(n, sizeof(*ar));
+    Annals__V1__StreamAppend *sa = calloc(n, sizeof(*sa));
+    Annals__V1__StreamAppend **sap = calloc(n, sizeof(*sap));
+    Annals__V1__EventData ed = ANNALS__V1__EVENT_DATA__INIT;
+    Annals__V1__EventData *edp = &ed;
+    Annals__V1__AppendStreamRequest **more = calloc(n, sizeof(*more));
+    char (*names)[64] = calloc(n, sizeof(*names));
+    cr_assert(rq && ar && sa && sap && more && names);
+    ed.type = "T";
+    ed.content_type = "application/json";
+    ed.data.data = (uint8_t *)"{}";
+    ed.data.len = 2;
+    for (size_t i = 0; i < n; i++) {
+        annals__v1__append_stream_request__init(&rq[i]);
+        annals__v1__append_request__init(&ar[i]);
+        annals__v1__stream_append__init(&sa[i]);
+        if (i == 0) {
+            snprintf(names[i], sizeof(names[i]), "%s", stream);
+            sa[i].expect = (Annals__V1__Expectation)ex;
+            sa[i].expected_version = v;
+        } else {
+            snprintf(names[i], sizeof(names[i]), "%s-%zu", stream, i);
+            sa[i].expect = (Annals__V1__Expectation)AN_EXPECT_NO_STREAM;
+        }
+        sa[i].stream = names[i];
+        sa[i].n_events = 1;
+        sa[i].events = &edp;
+        sap[i] = &sa[i];
+        ar[i].n_streams = 1;
+        ar[i].streams = &sap[i];
+        rq[i].correlation_id = id + i;
+        rq[i].append = &ar[i];
+    }
+    for (size_t i = 0; i < n_more; i++) {
+        more[i] = &rq[1 + i];
+    }
+    rq[0].n_more = n_more;
+    rq[0].more = more;
+    if (nested) {
+        /* the last element carries one of its own */
+        rq[n_more].n_more = 1;
+        rq[n_more].more = &more[n_more];
+        more[n_more] = &rq[n - 1];
+    }
+    *len = annals__v1__append_stream_request__get_packed_size(&rq[0]);
+    uint8_t *buf = malloc(*len);
+    cr_assert(buf);
+    annals__v1__append_stream_request__pack(&rq[0], buf);
+    free(rq);
+    free(ar);
+    free(sa);
+    free(sap);
+    free(more);
+    free(names);
+    return buf;
+}
+
+struct replies {
+    size_t messages;
+    size_t results;
+    uint64_t ids[64];           /* correlation ids in the order they came */
+    int codes[64];              /* the error's gRPC code, 0 for ok */
+    int64_t actual[64];
+    size_t with_more;           /* messages that carried AppendResult.more */
+};
+
+static void take_result(struct replies *r, const Annals__V1__AppendResult *m)
+{
+    cr_assert_lt(r->results, 64);
+    r->ids[r->results] = m->correlation_id;
+    r->codes[r->results] =
+        m->outcome_case == ANNALS__V1__APPEND_RESULT__OUTCOME_ERROR ? m->error->code : 0;
+    r->actual[r->results] =
+        m->outcome_case == ANNALS__V1__APPEND_RESULT__OUTCOME_ERROR ? m->error->actual_version
+                                                                    : 0;
+    r->results++;
+}
+
+static void on_reply(void *arg, const void *p, size_t len)
+{
+    struct replies *r = arg;
+    Annals__V1__AppendResult *m = annals__v1__append_result__unpack(NULL, len, p);
+    cr_assert(m, "a reply that is no AppendResult");
+    r->messages++;
+    take_result(r, m);
+    for (size_t i = 0; i < m->n_more; i++) {
+        take_result(r, m->more[i]);
+    }
+    r->with_more += m->n_more > 0;
+    annals__v1__append_result__free_unpacked(m, NULL);
+}
+
+static int astream_raw(const void *const *msgs, const size_t *lens, size_t n, bool batch_header,
+                       struct replies *r, char *hdr, struct an_error *err)
+{
+    memset(r, 0, sizeof(*r));
+    return an_call_raw_stream(h.client, "/annals.v1.Commands/AppendStream",
+                              batch_header ? "annals-batch" : NULL, "1", msgs, lens, n,
+                              on_reply, r, "annals-batch", hdr, 16, err);
+}
+
+Test(server_errors, batched_append_stream_messages_over_the_limit_or_nested_write_nothing)
+{
+    struct an_error err;
+    struct replies r;
+    char hdr[16];
+    size_t len;
+    cr_assert_eq(append1("b", AN_EXPECT_NO_STREAM, 0, NULL), 0);
+
+    /* 257 appends in one message: over the server's 256 (its stream window) */
+    uint8_t *big = pack_batched("big", AN_EXPECT_ANY, 0, 1, 256, false, &len);
+    const void *m1[] = {big};
+    cr_assert_eq(astream_raw(m1, &len, 1, true, &r, hdr, &err), AN_ETOOBIG);
+    cr_assert(strstr(err.detail, "257") && strstr(err.detail, "256"), "%s", err.detail);
+    cr_assert_eq(r.results, 0);
+    free(big);
+
+    /* an element with a `more` of its own */
+    uint8_t *nest = pack_batched("nest", AN_EXPECT_ANY, 0, 1, 2, true, &len);
+    const void *m2[] = {nest};
+    cr_assert_eq(astream_raw(m2, &len, 1, true, &r, hdr, &err), AN_EINVAL);
+    cr_assert(strstr(err.detail, "more"), "%s", err.detail);
+    free(nest);
+
+    /* nothing of either was written, and the server still serves */
+    cr_assert_eq(head(), 1);
+    cr_assert_eq(append1("b", AN_EXPECT_VERSION, 0, NULL), 0);
+    cr_assert_eq(head(), 2);
+}
+
+Test(server_errors, batched_append_stream_message_gets_a_result_per_append)
+{
+    struct an_error err;
+    struct replies r;
+    char hdr[16];
+    size_t len;
+    cr_assert_eq(append1("s", AN_EXPECT_NO_STREAM, 0, NULL), 0);
+    cr_assert_eq(append1("s-2", AN_EXPECT_NO_STREAM, 0, NULL), 0);
+
+    /* three appends in one message: "s" at version 0 (ok), "s-1" (new: ok),
+     * "s-2" as a new stream (it exists: ABORTED, actual version 0); sent by a
+     * client without the header, each result comes in a message of its own */
+    uint8_t *m = pack_batched("s", AN_EXPECT_VERSION, 0, 10, 2, false, &len);
+    const void *msgs[] = {m};
+    cr_assert_eq(astream_raw(msgs, &len, 1, false, &r, hdr, &err), 0, "%s", err.detail);
+    cr_assert_str_eq(hdr, "256", "the server says how many appends a message may carry");
+    cr_assert_eq(r.results, 3);
+    cr_assert_eq(r.messages, 3);
+    cr_assert_eq(r.with_more, 0);
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(r.ids[i], 10 + i, "results in the order of the appends");
+    }
+    cr_assert_eq(r.codes[0], 0);
+    cr_assert_eq(r.codes[1], 0);
+    cr_assert_eq(r.codes[2], 10 /* ABORTED */);
+    cr_assert_eq(r.actual[2], 0);
+    cr_assert_eq(head(), 4);
+
+    /* with the header, the same appends again (every one conflicts now) come
+     * back exactly once each, in one message or several */
+    cr_assert_eq(astream_raw(msgs, &len, 1, true, &r, hdr, &err), 0, "%s", err.detail);
+    cr_assert_eq(r.results, 3);
+    cr_assert_leq(r.messages, 3);
+    bool seen[3] = {false, false, false};
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert(r.ids[i] >= 10 && r.ids[i] < 13 && !seen[r.ids[i] - 10]);
+        seen[r.ids[i] - 10] = true;
+        cr_assert_eq(r.codes[i], 10 /* ABORTED */);
+    }
+    free(m);
+    cr_assert_eq(head(), 4);
 }

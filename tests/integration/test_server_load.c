@@ -260,6 +260,120 @@ Test(server_load, appender_writes_a_hundred_thousand_and_read_all_returns_them_i
     an_iter_free(it);
 }
 
+/*
+ * Batched messages (commands.proto, AppendStreamRequest.more and
+ * AppendResult.more): with 256 in flight the appender and the server put
+ * several appends, and several results, in one message; each append still
+ * gets its own checks and outcome. Expectations are chained without
+ * waiting (the requests of a call apply in the order sent), and every 97th
+ * append expects a version far ahead: exactly those are ABORTED, each with
+ * its stream's version at that point.
+ */
+#define CHAIN_N 20000u
+#define CHAIN_STREAMS 50u
+
+struct chain {
+    int rc[CHAIN_N + 1];        /* by correlation id */
+    int64_t actual[CHAIN_N + 1];
+    uint64_t first_version[CHAIN_N + 1];
+    atomic_uint answered;
+};
+
+static void on_chain(void *arg, uint64_t corr, int rc, const struct an_append_result *res,
+                     const struct an_error *err)
+{
+    struct chain *ch = arg;
+    if (corr == 0 || corr > CHAIN_N) {
+        return; /* caught below: that id stays unanswered */
+    }
+    ch->rc[corr] = rc;
+    ch->actual[corr] = rc == AN_ECONFLICT ? err->actual_version : -2;
+    ch->first_version[corr] = rc == 0 ? res->streams[0].first_version : UINT64_MAX;
+    atomic_fetch_add(&ch->answered, 1);
+}
+
+static double metric(const char *text, const char *name)
+{
+    const char *p = strstr(text, name);
+    cr_assert_not_null(p, "no %s in /metrics", name);
+    return atof(p + strlen(name) + 1);
+}
+
+Test(server_load, appender_batches_messages_and_each_append_keeps_its_own_outcome)
+{
+    const char *flags[] = {"--http", "127.0.0.1:0", NULL};
+    h_cleanup(&h);
+    h_start(&h, flags);
+    static struct chain ch;
+    memset(&ch, 0, sizeof(ch));
+    static uint64_t want[CHAIN_N + 1];  /* the version it must get, or UINT64_MAX */
+    static int64_t want_actual[CHAIN_N + 1];
+    uint64_t next[CHAIN_STREAMS] = {0};
+    an_appender *a;
+    cr_assert_eq(an_appender_open(h.client, 256, on_chain, &ch, &a), 0);
+    for (uint64_t i = 1; i <= CHAIN_N; i++) {
+        unsigned k = (unsigned)(i % CHAIN_STREAMS);
+        char stream[32];
+        snprintf(stream, sizeof(stream), "chain-%u", k);
+        struct an_event e = {.type = "Chained", .data = "{}", .data_len = 2};
+        struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+        bool wrong = i % 97 == 0 && next[k] > 0;
+        if (wrong) {
+            sa.expect = AN_EXPECT_VERSION;
+            sa.expected_version = next[k] + 1000;
+            want[i] = UINT64_MAX;
+            want_actual[i] = (int64_t)next[k] - 1;
+        } else {
+            sa.expect = next[k] ? AN_EXPECT_VERSION : AN_EXPECT_NO_STREAM;
+            sa.expected_version = next[k] ? next[k] - 1 : 0;
+            want[i] = next[k]++;
+        }
+        uint64_t corr;
+        cr_assert_eq(an_appender_submit(a, &sa, 1, &corr), 0);
+        cr_assert_eq(corr, i);
+    }
+    cr_assert_eq(an_appender_close(a), 0);
+    cr_assert_eq(atomic_load(&ch.answered), CHAIN_N, "every append answered once");
+    unsigned conflicts = 0;
+    for (uint64_t i = 1; i <= CHAIN_N; i++) {
+        if (want[i] == UINT64_MAX) {
+            conflicts++;
+            cr_assert_eq(ch.rc[i], AN_ECONFLICT, "append %llu: rc %d", (unsigned long long)i,
+                         ch.rc[i]);
+            cr_assert_eq(ch.actual[i], want_actual[i], "append %llu: actual version",
+                         (unsigned long long)i);
+        } else {
+            cr_assert_eq(ch.rc[i], 0, "append %llu: rc %d", (unsigned long long)i, ch.rc[i]);
+            cr_assert_eq(ch.first_version[i], want[i], "append %llu: version",
+                         (unsigned long long)i);
+        }
+    }
+    cr_assert_gt(conflicts, 100);
+
+    /* the stored streams hold exactly the appends that succeeded */
+    for (unsigned k = 0; k < CHAIN_STREAMS; k++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "chain-%u", k);
+        struct an_stream_info si;
+        cr_assert_eq(an_get_stream(h.client, stream, NULL, &si, NULL), 0);
+        cr_assert_eq(si.last_version + 1, next[k], "%s", stream);
+    }
+
+    /* and they went over fewer messages than appends, both ways */
+    static char body[1 << 20];
+    cr_assert_eq(h_http_get(h_http_port(&h), "/metrics", NULL, body, sizeof(body)), 200);
+    double msgs_in = metric(body, "annals_append_stream_messages_total{dir=\"in\"}");
+    double items_in = metric(body, "annals_append_stream_items_total{dir=\"in\"}");
+    double msgs_out = metric(body, "annals_append_stream_messages_total{dir=\"out\"}");
+    double items_out = metric(body, "annals_append_stream_items_total{dir=\"out\"}");
+    cr_log_info("appends %.0f in %.0f messages, results %.0f in %.0f messages", items_in,
+                msgs_in, items_out, msgs_out);
+    cr_assert_eq(items_in, CHAIN_N);
+    cr_assert_eq(items_out, CHAIN_N);
+    cr_assert_lt(msgs_in, items_in, "no message carried more than one append");
+    cr_assert_lt(msgs_out, items_out, "no message carried more than one result");
+}
+
 /* ---- shutdown and kill ---- */
 
 static void sleep_ms(int ms)
