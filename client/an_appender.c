@@ -632,7 +632,7 @@ static int open_call(an_appender *a)
     /* batched messages (commands.proto): this client reads AppendResult.more */
     n_md = op.data.send_initial_metadata.count;
     assert(n_md <= AN__EP_MD_MAX);
-    memcpy(md, op.data.send_initial_metadata.metadata, n_md * sizeof(md[0]));
+    if (n_md) memcpy(md, op.data.send_initial_metadata.metadata, n_md * sizeof(md[0]));
     md[n_md].key = grpc_slice_from_static_string("annals-batch");
     md[n_md].value = grpc_slice_from_static_string("1");
     op.data.send_initial_metadata.count = n_md + 1;

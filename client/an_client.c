@@ -1002,7 +1002,7 @@ int an_call_raw_stream(an_client *c, const char *method, const char *md_key, con
     op[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     an__ep_md(lease.ep, &op[0]);
     n_md = op[0].data.send_initial_metadata.count;
-    memcpy(md, op[0].data.send_initial_metadata.metadata, n_md * sizeof(md[0]));
+    if (n_md) memcpy(md, op[0].data.send_initial_metadata.metadata, n_md * sizeof(md[0]));
     if (md_key) {
         md[n_md].key = grpc_slice_from_static_string(md_key);
         md[n_md++].value = grpc_slice_from_static_string(md_value);
