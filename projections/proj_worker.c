@@ -801,6 +801,7 @@ static void *worker_main(void *arg)
 {
     struct proj *p = arg;
     proj_mgr *mgr = p->mgr;
+    pthread_setname_np(pthread_self(), "an-proj");
     struct fold *f = calloc(1, sizeof(*f));
     struct rebuild_clock clock = {0};
     int rc;

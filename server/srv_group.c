@@ -1325,6 +1325,7 @@ void srv_group_notify(struct srv *s)
 static void *groups_main(void *arg)
 {
     struct srv_groups *gs = arg;
+    pthread_setname_np(pthread_self(), "an-groups");
     int64_t last_store = now_ms(), last_tick = 0;
     for (;;) {
         pthread_mutex_lock(&gs->mu);

@@ -134,7 +134,8 @@ struct srv_wreq {
     size_t bytes;               /* the request's size on the wire */
     Annals__V1__AppendStreamRequest *stream_req; /* AppendStream: owned */
     /* a request of the server's own (call NULL): called with the outcome
-     * instead of a reply, on the replier thread; it frees w */
+     * instead of a reply, on the thread that answers it (the writer, the
+     * syncer or the replier); it frees w */
     void (*done)(struct srv_wreq *w);
     void *arg;
     struct log_stream_result results[]; /* one per StreamAppend */
@@ -388,6 +389,17 @@ struct srv {
                                    be answered by it */
     bool w_stop;
     pthread_t writer;
+
+    /* committed batches waiting for the syncer's fdatasync: guarded by smu */
+    pthread_mutex_t smu;
+    pthread_cond_t scond;
+    struct srv_wreq *sq_head;
+    struct srv_wreq *sq_tail;
+    uint64_t sq_seq;            /* the newest commit handed over, and its head */
+    uint64_t sq_head_pos;
+    bool s_busy;                /* the syncer holds a batch it has not answered */
+    bool s_stop;
+    pthread_t syncer;
 
     /* answered requests on their way to the replier: guarded by rmu */
     pthread_mutex_t rmu;

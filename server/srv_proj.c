@@ -334,6 +334,7 @@ static void view_attempt(struct srv_call *c)
 static void *view_waiter_main(void *arg)
 {
     struct srv *s = arg;
+    pthread_setname_np(pthread_self(), "an-viewwait");
     uint64_t seen = 0;
     pthread_mutex_lock(&s->vw_mu);
     for (;;) {

@@ -233,6 +233,9 @@ static void dispatch(struct srv_tag *t, bool ok)
 static void *cq_main(void *arg)
 {
     struct srv_cq *q = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "an-cq%u", q->index);
+    pthread_setname_np(pthread_self(), name);
     for (unsigned i = 0; i < SRV_POSTED; i++) {
         post_request(q);
     }
@@ -501,6 +504,8 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     pthread_cond_init(&s->wcond, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcond, NULL);
+    pthread_mutex_init(&s->smu, NULL);
+    pthread_cond_init(&s->scond, NULL);
     pthread_mutex_init(&s->auth_mu, NULL);
     srv_metrics_init(&s->metrics);
     if (cfg->auth_file && (rc = srv_auth_load(cfg->auth_file, &s->auth, detail))) {
@@ -631,6 +636,8 @@ out_free:
     pthread_cond_destroy(&s->wcond);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->rcond);
+    pthread_mutex_destroy(&s->smu);
+    pthread_cond_destroy(&s->scond);
     free(s);
     return rc;
 }
@@ -698,6 +705,8 @@ void srv_free(srv *s)
     pthread_cond_destroy(&s->wcond);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->rcond);
+    pthread_mutex_destroy(&s->smu);
+    pthread_cond_destroy(&s->scond);
     free(s);
     grpc_shutdown();
 }

@@ -634,6 +634,7 @@ static uint64_t idx_last(struct wave_idx *x, const struct srv_sub *sb)
 static void *fanout_main(void *arg)
 {
     struct srv_fanout *f = arg;
+    pthread_setname_np(pthread_self(), "an-fanout");
     struct wave_idx idx = {0};
     uint64_t seen = 0;
     pthread_mutex_lock(&f->mu);

@@ -1,23 +1,31 @@
 /*
- * srv_writer.c - the writer thread: group commit and the replies to
- * appends and deletions.
+ * srv_writer.c - the writer thread: group commit, the syncer, and the
+ * replies to appends and deletions.
  *
  * CQ threads validate a request, wrap it in a srv_wreq and queue it here.
  * The writer takes everything queued (up to max_batch), drops requests
  * whose deadline has passed (DEADLINE_EXCEEDED, nothing written) or whose
  * call is already over, and hands the rest to log_commit in one
  * transaction. A request is answered only once its commit is durable
- * (log.h, "Durability argument"): batch k is answered after batch k+1 has
- * committed, whose data sync made k's meta page durable. A batch with
- * nothing queued behind it and nothing pending is committed with
- * log_commit_durable (LMDB's own two syncs) and answered at once; when the
- * queue runs dry behind a pending batch, log_sync makes it durable.
+ * (log.h, "Durability argument"): log_commit syncs the batch's data pages
+ * and writes its meta page without a sync. The writer then hands the batch
+ * to the syncer thread and goes on with the next one at once; the syncer's
+ * fdatasync (log_sync_through) makes the meta page durable, concurrently
+ * with the writer's next commit, and the syncer answers the batch. So a
+ * loaded writer's batch waits for its own commit and one flush, not for
+ * the next commit as well; when the writer's next data sync gets there
+ * first, the syncer has nothing to sync. A batch with nothing queued behind
+ * it and nothing at the syncer is committed with log_commit_durable
+ * (LMDB's own two syncs) and answered at once. Requests that failed
+ * (conflicts, tombstones, ...) wrote nothing and are answered right after
+ * the commit, without waiting for the sync.
  *
  * Answering (packing each reply and starting its gRPC batch) costs tens of
  * microseconds per request, which on the writer thread would hold up the
- * next commit; so the writer hands each durable batch, as one list, to the
- * replier thread, which starts the reply batches (grpc_call_start_batch is
- * thread-safe). Neither thread ever waits on a client.
+ * next commit; so the writer hands what it answers under load, as one
+ * list, to the replier thread, which starts the reply batches
+ * (grpc_call_start_batch is thread-safe). The syncer answers its batches
+ * itself. No thread here ever waits on a client.
  */
 #include "srv_int.h"
 
@@ -179,6 +187,7 @@ static void answer_list(struct srv *s, struct srv_wreq *head)
 static void *replier_main(void *arg)
 {
     struct srv *s = arg;
+    pthread_setname_np(pthread_self(), "an-replier");
     for (;;) {
         pthread_mutex_lock(&s->rmu);
         while (!s->rq_head && !s->r_stop) {
@@ -205,16 +214,104 @@ static void fail_list(struct srv *s, struct srv_wreq *w, int code, const char *d
     answer_list(s, w);
 }
 
+/* ---- the syncer ---- */
+
+/* Hands a committed batch (not yet durable) to the syncer. */
+static void syncer_hand(struct srv *s, struct srv_wreq *head, uint64_t seq, uint64_t pos)
+{
+    struct srv_wreq *tail = head;
+    while (tail->next) {
+        tail = tail->next;
+    }
+    pthread_mutex_lock(&s->smu);
+    if (s->sq_tail) {
+        s->sq_tail->next = head;
+    } else {
+        s->sq_head = head;
+    }
+    s->sq_tail = tail;
+    s->sq_seq = seq;
+    s->sq_head_pos = pos;
+    pthread_cond_signal(&s->scond);
+    pthread_mutex_unlock(&s->smu);
+}
+
+/* Whether the syncer has nothing in hand: a lone request may then make its
+ * own commit durable (LMDB's two syncs) and be answered at once. */
+static bool syncer_idle(struct srv *s)
+{
+    pthread_mutex_lock(&s->smu);
+    bool idle = !s->sq_head && !s->s_busy;
+    pthread_mutex_unlock(&s->smu);
+    return idle;
+}
+
+/* The head readers may see has moved: wake who waits for it. */
+static void notify_head(struct srv *s)
+{
+    srv_sub_notify(s);
+    proj_notify(s->proj, log_head(s->log));
+    srv_group_notify(s);
+}
+
+/*
+ * The syncer makes committed batches durable while the writer goes on with
+ * the next one: one fdatasync (log_sync_through), which also covers every
+ * batch handed over before it started, then it answers them itself (no hop
+ * to the replier: it has nothing else to do). When the writer's next commit
+ * got there first (its data sync flushed the earlier meta page), there is
+ * nothing to sync.
+ */
+static void *syncer_main(void *arg)
+{
+    struct srv *s = arg;
+    pthread_setname_np(pthread_self(), "an-syncer");
+    for (;;) {
+        pthread_mutex_lock(&s->smu);
+        while (!s->sq_head && !s->s_stop) {
+            pthread_cond_wait(&s->scond, &s->smu);
+        }
+        if (!s->sq_head) {
+            pthread_mutex_unlock(&s->smu);
+            break;
+        }
+        struct srv_wreq *list = s->sq_head;
+        uint64_t seq = s->sq_seq;
+        uint64_t pos = s->sq_head_pos;
+        s->sq_head = s->sq_tail = NULL;
+        s->s_busy = true;
+        pthread_mutex_unlock(&s->smu);
+
+        bool need = log_durable_seq(s->log) < seq;
+        int rc = log_sync_through(s->log, seq, pos);
+        if (need) {
+            atomic_fetch_add(&s->metrics.syncs, 1);
+        }
+        if (rc) {
+            say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
+            for (struct srv_wreq *x = list; x; x = x->next) {
+                x->op.rc = AN_EIO;
+                snprintf(x->op.detail, LOG_DETAIL_MAX, "the commit could not be made durable");
+            }
+        } else {
+            notify_head(s);
+        }
+        answer_now(list);
+        pthread_mutex_lock(&s->smu);
+        s->s_busy = false;
+        pthread_mutex_unlock(&s->smu);
+    }
+    return NULL;
+}
+
 /* ---- the loop ---- */
 
 static void *writer_main(void *arg)
 {
     struct srv *s = arg;
+    pthread_setname_np(pthread_self(), "an-writer");
     struct log_op *ops = calloc(s->cfg.max_batch, sizeof(*ops));
     struct srv_wreq **items = calloc(s->cfg.max_batch, sizeof(*items));
-    struct srv_wreq *pending = NULL;   /* committed, waiting to be durable */
-    struct srv_wreq *pending_tail = NULL;
-    uint64_t pending_seq = 0;
     if (!ops || !items) {
         say_error("writer", "msg=\"out of memory\"");
         abort();
@@ -222,27 +319,10 @@ static void *writer_main(void *arg)
 
     for (;;) {
         pthread_mutex_lock(&s->wmu);
-        while (!s->wq_head && !s->w_stop && !pending) {
+        while (!s->wq_head && !s->w_stop) {
             pthread_cond_wait(&s->wcond, &s->wmu);
         }
-        if (!s->wq_head && pending) {
-            /* idle: make the last commit durable and answer it now */
-            pthread_mutex_unlock(&s->wmu);
-            int rc = log_sync(s->log);
-            atomic_fetch_add(&s->metrics.syncs, 1);
-            if (rc) {
-                say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
-                fail_list(s, pending, AN_EIO, "the commit could not be made durable");
-            } else {
-                srv_sub_notify(s);
-                proj_notify(s->proj, log_head(s->log));
-                srv_group_notify(s);
-                answer_list(s, pending);
-            }
-            pending = pending_tail = NULL;
-            continue;
-        }
-        if (!s->wq_head && s->w_stop) {
+        if (!s->wq_head) {
             pthread_mutex_unlock(&s->wmu);
             break;
         }
@@ -257,7 +337,7 @@ static void *writer_main(void *arg)
             s->wq_bytes -= w->bytes;
         }
         atomic_store_explicit(&s->wq_len_hint, s->wq_len, memory_order_relaxed);
-        bool alone = !s->wq_head && !pending;
+        bool more = s->wq_head != NULL;
         if (!s->wq_head) {
             s->wq_tail = NULL;
         }
@@ -295,8 +375,10 @@ static void *writer_main(void *arg)
             ops[i] = items[i]->op;
         }
         uint64_t seq = 0;
-        /* nothing else waiting: make this commit durable by itself (LMDB's
-         * default two syncs) rather than commit now and sync after */
+        /* nothing else waiting and nothing being synced: make this commit
+         * durable by itself (LMDB's default two syncs) and answer at once,
+         * rather than hand it to the syncer */
+        bool alone = !more && syncer_idle(s);
         gpr_timespec c0 = gpr_now(GPR_CLOCK_MONOTONIC);
         int rc = alone ? log_commit_durable(s->log, ops, m, &seq)
                        : log_commit(s->log, ops, m, &seq);
@@ -322,23 +404,29 @@ static void *writer_main(void *arg)
             atomic_fetch_add(&s->st_commits, 1);
             atomic_fetch_add(&s->st_batched, m);
         }
-        /* the head readers may see has moved: wake who waits for it */
-        srv_sub_notify(s);
-        proj_notify(s->proj, log_head(s->log));
-        srv_group_notify(s);
-        /* the earlier batch is durable now if this one committed */
-        if (pending && log_durable_seq(s->log) >= pending_seq) {
-            answer_list(s, pending);
-            pending = pending_tail = NULL;
-        }
+        /* this commit's data sync made the one before it durable */
+        notify_head(s);
+        /* Failures wrote nothing: they are answered now, not after the
+         * sync (a conflict's actual version may be of a commit not yet
+         * durable; a retry at that version is answered only once it is).
+         * Those already durable (a lone commit, an exact retry of an
+         * append already durable) too; the rest go to the syncer. */
         struct srv_wreq *ready = NULL;
+        struct srv_wreq *later = NULL;
+        uint64_t durable = log_durable_seq(s->log);
         for (size_t i = m; i-- > 0;) {
             struct srv_wreq *w = items[i];
-            if (log_durable_seq(s->log) >= w->op.seq) {
+            if (w->op.rc || durable >= w->op.seq) {
                 w->next = ready;
                 ready = w;
-                items[i] = NULL;
+            } else {
+                w->next = later;
+                later = w;
             }
+        }
+        if (later) {
+            syncer_hand(s, later, seq ? seq : log_committed_seq(s->log),
+                        log_committed_head(s->log));
         }
         if (alone && !atomic_load_explicit(&s->wq_len_hint, memory_order_relaxed)) {
             /* a lone request with nobody behind it: answering it here
@@ -347,24 +435,19 @@ static void *writer_main(void *arg)
         } else {
             answer_list(s, ready);
         }
-        for (size_t i = 0; i < m; i++) {
-            struct srv_wreq *w = items[i];
-            if (!w) {
-                continue;
-            }
-            w->next = NULL;
-            if (pending_tail) {
-                pending_tail->next = w;
-            } else {
-                pending = w;
-            }
-            pending_tail = w;
-            pending_seq = w->op.seq;
-        }
     }
     free(ops);
     free(items);
     return NULL;
+}
+
+static void syncer_stop(struct srv *s)
+{
+    pthread_mutex_lock(&s->smu);
+    s->s_stop = true;
+    pthread_cond_signal(&s->scond);
+    pthread_mutex_unlock(&s->smu);
+    pthread_join(s->syncer, NULL);
 }
 
 int srv_writer_start(struct srv *s)
@@ -372,7 +455,16 @@ int srv_writer_start(struct srv *s)
     if (pthread_create(&s->replier, NULL, replier_main, s)) {
         return AN_EINTERNAL;
     }
+    if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
+        pthread_mutex_lock(&s->rmu);
+        s->r_stop = true;
+        pthread_cond_signal(&s->rcond);
+        pthread_mutex_unlock(&s->rmu);
+        pthread_join(s->replier, NULL);
+        return AN_EINTERNAL;
+    }
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
+        syncer_stop(s);
         pthread_mutex_lock(&s->rmu);
         s->r_stop = true;
         pthread_cond_signal(&s->rcond);
@@ -396,6 +488,7 @@ void srv_writer_stop(struct srv *s)
     pthread_mutex_unlock(&s->wmu);
     fail_list(s, q, AN_EUNAVAIL, "the server is shutting down; nothing was written");
     pthread_join(s->writer, NULL);
+    syncer_stop(s); /* it answers what it holds first */
     pthread_mutex_lock(&s->rmu);
     s->r_stop = true;
     pthread_cond_signal(&s->rcond);

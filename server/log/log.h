@@ -223,6 +223,23 @@ int log_commit_durable(log_env *env, struct log_op *ops, size_t n_ops, uint64_t 
  */
 int log_sync(log_env *env);
 
+/*
+ * log_sync_through - makes commit `seq` and every one before it durable (one
+ * fdatasync of the file) and advances the durable head to `head`, that
+ * commit's last position. Any thread, also while the writer commits: the
+ * writer hands seq and head over (log_commit's seq_out and
+ * log_committed_head, read right after it returned), so the meta page of
+ * seq was written before the sync starts, and the sync covers it; pages
+ * the writer writes meanwhile belong to a commit no durable meta page
+ * points to yet. Nothing to do when seq is already durable. Returns 0 or
+ * AN_EIO.
+ */
+int log_sync_through(log_env *env, uint64_t seq, uint64_t head);
+
+/* log_committed_head - the last position committed (durable or not). Any
+ * thread. */
+uint64_t log_committed_head(const log_env *env);
+
 /* log_durable_seq - the newest commit known durable. Any thread. */
 uint64_t log_durable_seq(const log_env *env);
 

@@ -283,15 +283,44 @@ int log__grow(log_env *env, char *detail)
 
 /* ---- durability ---- */
 
+void log__raise(_Atomic uint64_t *a, uint64_t v)
+{
+    uint64_t cur = atomic_load_explicit(a, memory_order_relaxed);
+    while (cur < v &&
+           !atomic_compare_exchange_weak_explicit(a, &cur, v, memory_order_release,
+                                                  memory_order_relaxed)) {
+    }
+}
+
 int log_sync(log_env *env)
 {
     int rc = mdb_env_sync(env->mdb, 1);
     if (rc) {
         return log__from_mdb(rc, "sync", NULL);
     }
-    atomic_store_explicit(&env->durable_seq, env->w_seq, memory_order_release);
-    atomic_store_explicit(&env->durable_head, env->w_head, memory_order_release);
+    log__raise(&env->durable_seq, env->w_seq);
+    log__raise(&env->durable_head, env->w_head);
     return 0;
+}
+
+int log_sync_through(log_env *env, uint64_t seq, uint64_t head)
+{
+    if (atomic_load_explicit(&env->durable_seq, memory_order_acquire) >= seq) {
+        return 0;
+    }
+    /* mdb_env_sync is an fdatasync of the data file; it takes no lock */
+    int rc = mdb_env_sync(env->mdb, 1);
+    if (rc) {
+        return log__from_mdb(rc, "sync", NULL);
+    }
+    log__raise(&env->durable_seq, seq);
+    log__raise(&env->durable_head, head);
+    return 0;
+}
+
+uint64_t log_committed_head(const log_env *env)
+{
+    return atomic_load_explicit(&env->committed_head, memory_order_acquire);
 }
 
 uint64_t log_durable_seq(const log_env *env)

@@ -133,7 +133,9 @@ struct log_env {
     struct log__sstate *w_streams;  /* per-stream scratch for one append */
     size_t w_streams_cap;
 
-    /* ---- published by the writer (release), read by anyone (acquire) ---- */
+    /* ---- published by the writer (release), read by anyone (acquire);
+     * the durable pair also by log_sync_through on any thread, so they
+     * are only ever raised (log__raise) ---- */
     _Atomic uint64_t durable_head;
     _Atomic uint64_t durable_seq;
     _Atomic uint64_t committed_seq;
@@ -153,6 +155,9 @@ struct log_reader {
 /* Grows the map; no transaction of this process may be live. 0, or AN_EFULL
  * at the cap with a detail naming it. Writer thread only. */
 int log__grow(log_env *env, char *detail);
+
+/* Raises *a to v if it is below (compare-and-swap; release). */
+void log__raise(_Atomic uint64_t *a, uint64_t v);
 
 /* Converts an LMDB or errno code into an AN_E* code, with a detail. */
 int log__from_mdb(int mdb_rc, const char *what, char *detail);

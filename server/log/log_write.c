@@ -752,12 +752,9 @@ static void publish_commit(log_env *env, uint64_t head)
     env->w_seq++;
     env->w_head = head;
     env->w_pending_head = head;
-    if (atomic_load(&env->durable_seq) < env->w_seq - 1) {
-        atomic_store_explicit(&env->durable_seq, env->w_seq - 1, memory_order_release);
-    }
-    if (atomic_load(&env->durable_head) < prev_head) {
-        atomic_store_explicit(&env->durable_head, prev_head, memory_order_release);
-    }
+    /* raised, never stored: log_sync_through may run on another thread */
+    log__raise(&env->durable_seq, env->w_seq - 1);
+    log__raise(&env->durable_head, prev_head);
     atomic_store_explicit(&env->committed_head, head, memory_order_release);
     atomic_store_explicit(&env->committed_seq, env->w_seq, memory_order_release);
 }
@@ -861,8 +858,8 @@ retry:;
     env->w_last_ts = w.last_ts;
     publish_commit(env, w.head);
     if (env->w_durable) {
-        atomic_store_explicit(&env->durable_seq, env->w_seq, memory_order_release);
-        atomic_store_explicit(&env->durable_head, w.head, memory_order_release);
+        log__raise(&env->durable_seq, env->w_seq);
+        log__raise(&env->durable_head, w.head);
     }
     *to = limit;
     return 0;
