@@ -59,8 +59,14 @@
  *
  * So a commit is acknowledged only when it is durable: log_commit() reports
  * each commit's sequence number and log_durable_seq() the latest durable
- * one. A writer under load acknowledges batch k right after committing batch
- * k+1 (one sync per batch). A writer with nothing else queued commits with
+ * one. A writer under load hands commit k to another thread, which calls
+ * log_sync_through(k): an fdatasync begun after k's meta page was written,
+ * so it covers it, running while the writer makes commit k+1 (whose own
+ * data sync would make k durable too; whichever ends first raises the
+ * durable sequence). Pages the writer writes during that sync belong to
+ * k+1, which no durable meta page points to until k+1's own data sync has
+ * finished, so a sync that catches some of them proves nothing wrong. A
+ * writer with nothing else queued commits with
  * log_commit_durable(), which switches MDB_NOMETASYNC off for that one
  * commit (LMDB allows it between transactions and keeps its O_DSYNC meta
  * descriptor open for it), and acknowledges at once: two syncs, as LMDB's
