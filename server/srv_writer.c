@@ -17,8 +17,8 @@
  * first, the syncer has nothing to sync. A batch with nothing queued behind
  * it and nothing at the syncer is committed with log_commit_durable
  * (LMDB's own two syncs) and answered at once. Requests that failed
- * (conflicts, tombstones, ...) wrote nothing and are answered right after
- * the commit, without waiting for the sync.
+ * (conflicts, tombstones, ...) wrote nothing but are answered with their
+ * batch too: what they report may come from a commit not yet durable.
  *
  * Answering (packing each reply and starting its gRPC batch) costs tens of
  * microseconds per request, which on the writer thread would hold up the
@@ -406,17 +406,16 @@ static void *writer_main(void *arg)
         }
         /* this commit's data sync made the one before it durable */
         notify_head(s);
-        /* Failures wrote nothing: they are answered now, not after the
-         * sync (a conflict's actual version may be of a commit not yet
-         * durable; a retry at that version is answered only once it is).
-         * Those already durable (a lone commit, an exact retry of an
-         * append already durable) too; the rest go to the syncer. */
+        /* What is durable already (a lone commit) is answered now; the
+         * rest goes to the syncer. Failures wait too: a conflict's actual
+         * version, a tombstone, a reused id may come from a commit not
+         * yet durable, and an answer never tells what a read cannot see. */
         struct srv_wreq *ready = NULL;
         struct srv_wreq *later = NULL;
         uint64_t durable = log_durable_seq(s->log);
         for (size_t i = m; i-- > 0;) {
             struct srv_wreq *w = items[i];
-            if (w->op.rc || durable >= w->op.seq) {
+            if (durable >= w->op.seq) {
                 w->next = ready;
                 ready = w;
             } else {
