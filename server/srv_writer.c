@@ -14,9 +14,9 @@
  * with the writer's next commit, and the syncer answers the batch. So a
  * loaded writer's batch waits for its own commit and one flush, not for
  * the next commit as well; when the writer's next data sync gets there
- * first, the syncer has nothing to sync. A batch with nothing queued behind
- * it and nothing at the syncer is committed with log_commit_durable
- * (LMDB's own two syncs) and answered at once. Requests that failed
+ * first, the syncer has nothing to sync. A lone request (a batch of one,
+ * nothing queued behind it, nothing at the syncer) is committed with
+ * log_commit_durable (LMDB's own two syncs) and answered at once. Requests that failed
  * (conflicts, tombstones, ...) wrote nothing but are answered with their
  * batch too: what they report may come from a commit not yet durable.
  *
@@ -375,10 +375,11 @@ static void *writer_main(void *arg)
             ops[i] = items[i]->op;
         }
         uint64_t seq = 0;
-        /* nothing else waiting and nothing being synced: make this commit
-         * durable by itself (LMDB's default two syncs) and answer at once,
-         * rather than hand it to the syncer */
-        bool alone = !more && syncer_idle(s);
+        /* one request, nothing else waiting and nothing being synced (a
+         * lone client): make its commit durable by itself (LMDB's two
+         * syncs) and answer at once, saving the hand-over. Anything more is
+         * load: the syncer's flush then overlaps the next batch */
+        bool alone = m == 1 && !more && syncer_idle(s);
         gpr_timespec c0 = gpr_now(GPR_CLOCK_MONOTONIC);
         int rc = alone ? log_commit_durable(s->log, ops, m, &seq)
                        : log_commit(s->log, ops, m, &seq);

@@ -4,14 +4,21 @@
  * checks each one.
  *
  *   pl_run [--appends N] [--writers W] [--states S] [--seed X] [--dir D]
+ *          [--inflight K] [--sync-delay-us U]
  *
  * 1. Starts annalsd with pl_shim.so preloaded (PL_TRACE=DIR/trace): every
  *    write to DATA/log/data.mdb and every sync of it goes to the trace, in
  *    the order they happened.
- * 2. W writers append N events in all (unary Append, one event each, a
- *    stream per writer, EXPECT_ANY); after each acknowledgement the writer
- *    appends an ACK record (the append's last position) to the same trace.
+ * 2. W writers append N events in all (unary Append, or with --inflight K
+ *    each over AppendStream with K in flight, which keeps the writer's queue
+ *    full and so its syncer busy; one event each, a stream per writer,
+ *    EXPECT_ANY); after each acknowledgement the writer appends an ACK
+ *    record (the append's last position) to the same trace.
  *    Then annalsd is killed with SIGKILL.
+ *    With --sync-delay-us U the shim makes every sync of the log wait U
+ *    microseconds first: a server that answered before a sync would have
+ *    its clients' ACK records land ahead of that sync in the trace, where
+ *    crash points find them (without it the window is a round trip).
  * 3. For S crash points, chosen at random among the trace's records after
  *    the first sync (before it the environment itself is not yet durable:
  *    a crash there is a crash during `annalsd`'s first start): the state is
@@ -64,10 +71,31 @@ struct writer {
     pthread_t t;
     unsigned id;
     unsigned count;
+    unsigned inflight;          /* > 0: an appender (AppendStream) with this many */
     const char *addr;
     int trace_fd;
-    unsigned acked;
+    unsigned acked;             /* unary: the writer's thread; else the appender's */
 };
+
+static void ack(struct writer *w, uint64_t last_position)
+{
+    struct pl_rec r = {.magic = PL_MAGIC, .type = PL_ACK, .off = last_position};
+    if (write(w->trace_fd, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
+        fail("writer %u: trace: %s", w->id, strerror(errno));
+    }
+    w->acked++;
+}
+
+static void on_result(void *arg, uint64_t corr, int rc, const struct an_append_result *res,
+                      const struct an_error *err)
+{
+    struct writer *w = arg;
+    if (rc) {
+        fail("writer %u: append %llu: %s (%s)", w->id, (unsigned long long)corr, an_strerror(rc),
+             err->detail);
+    }
+    ack(w, res->last_position);
+}
 
 static void *writer_main(void *arg)
 {
@@ -80,6 +108,10 @@ static void *writer_main(void *arg)
     }
     char stream[32], data[160];
     snprintf(stream, sizeof(stream), "pl-%u", w->id);
+    an_appender *a = NULL;
+    if (w->inflight && (rc = an_appender_open(c, w->inflight, on_result, w, &a))) {
+        fail("writer %u: appender: %s", w->id, an_strerror(rc));
+    }
     for (unsigned i = 0; i < w->count; i++) {
         int len = snprintf(data, sizeof(data),
                            "{\"writer\":%u,\"seq\":%u,\"pad\":\"%0100u\"}", w->id, i, i);
@@ -87,15 +119,20 @@ static void *writer_main(void *arg)
         struct an_stream_append sa = {.stream = stream, .events = &ev, .n_events = 1};
         struct an_append_result res;
         struct an_error err;
+        if (a) {
+            if ((rc = an_appender_submit(a, &sa, 1, NULL))) {
+                fail("writer %u: submit %u: %s", w->id, i, an_strerror(rc));
+            }
+            continue;
+        }
         rc = an_append(c, &sa, 1, &res, &err);
         if (rc) {
             fail("writer %u: append %u: %s (%s)", w->id, i, an_strerror(rc), err.detail);
         }
-        struct pl_rec r = {.magic = PL_MAGIC, .type = PL_ACK, .off = res.last_position};
-        if (write(w->trace_fd, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
-            fail("writer %u: trace: %s", w->id, strerror(errno));
-        }
-        w->acked++;
+        ack(w, res.last_position);
+    }
+    if (a && (rc = an_appender_close(a))) {
+        fail("writer %u: appender ended: %s", w->id, an_strerror(rc));
     }
     an_close(c);
     return NULL;
@@ -233,7 +270,8 @@ static void check_state(const char *dir, const struct image *im, size_t point,
 
 int main(int argc, char **argv)
 {
-    unsigned appends = 2000, writers = 8, states = 10000;
+    unsigned appends = 2000, writers = 8, states = 10000, inflight = 0;
+    const char *sync_delay = NULL;
     uint64_t seed = 1;
     const char *base = "/tmp";
     for (int i = 1; i < argc; i++) {
@@ -247,10 +285,14 @@ int main(int argc, char **argv)
             seed = strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             base = argv[++i];
+        } else if (!strcmp(argv[i], "--inflight") && i + 1 < argc) {
+            inflight = (unsigned)atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--sync-delay-us") && i + 1 < argc) {
+            sync_delay = argv[++i];
         } else {
             fprintf(stderr,
                     "usage: pl_run [--appends N] [--writers W] [--states S] [--seed X] "
-                    "[--dir D]\n");
+                    "[--dir D] [--inflight K] [--sync-delay-us U]\n");
             return 2;
         }
     }
@@ -272,6 +314,9 @@ int main(int argc, char **argv)
     snprintf(trace, sizeof(trace), "%s/trace", tdir);
     setenv("PL_TRACE", trace, 1);
     setenv("LD_PRELOAD", PL_SHIM_PATH, 1);
+    if (sync_delay) {
+        setenv("PL_SYNC_DELAY_US", sync_delay, 1);
+    }
     bu_server_start(&srv, tdir, NULL);
     unsetenv("LD_PRELOAD");
     int tfd = open(trace, O_WRONLY | O_APPEND);
@@ -280,7 +325,7 @@ int main(int argc, char **argv)
     }
     struct writer *w = calloc(writers, sizeof(*w));
     for (unsigned i = 0; i < writers; i++) {
-        w[i] = (struct writer){.id = i, .addr = srv.addr, .trace_fd = tfd,
+        w[i] = (struct writer){.id = i, .addr = srv.addr, .trace_fd = tfd, .inflight = inflight,
                                .count = appends / writers + (i < appends % writers)};
         pthread_create(&w[i].t, NULL, writer_main, &w[i]);
     }

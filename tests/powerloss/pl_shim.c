@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pl_trace.h"
@@ -31,6 +32,11 @@
 static int trace_fd = -1;
 static unsigned char watched[MAX_FDS]; /* 1: the log's file, 2: opened O_DSYNC */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* PL_SYNC_DELAY_US: each sync of the log waits this long before it starts
+ * (writes wait too: they take mu), so that a client told of an append
+ * before a sync made it durable has time to say so in the trace ahead of
+ * the sync that would have covered it. */
+static long sync_delay_us;
 
 static int (*real_open)(const char *, int, ...);
 static int (*real_openat)(int, const char *, int, ...);
@@ -66,6 +72,10 @@ __attribute__((constructor)) static void pl_init(void)
     const char *t = getenv("PL_TRACE");
     if (t) {
         trace_fd = real_open(t, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    }
+    const char *d = getenv("PL_SYNC_DELAY_US");
+    if (d) {
+        sync_delay_us = atol(d);
     }
 }
 
@@ -231,6 +241,11 @@ static int sync_common(int fd, int (*real)(int))
         return real(fd);
     }
     pthread_mutex_lock(&mu);
+    if (sync_delay_us > 0) {
+        struct timespec t = {.tv_sec = sync_delay_us / 1000000,
+                             .tv_nsec = (sync_delay_us % 1000000) * 1000};
+        nanosleep(&t, NULL);
+    }
     int rc = real(fd);
     if (rc == 0) {
         emit(PL_SYNC, 0, NULL, 0, 0);

@@ -7,7 +7,8 @@
  * reached the op's seq (log.h, "Durability argument"), and for each event of
  * an acknowledged op writes one fixed-size record (position, version,
  * stream, id seed) to a pipe; one write() per record, below PIPE_BUF, so a
- * kill never splits one. The parent kills the child with SIGKILL after a
+ * kill never splits one. A second test does the same with a concurrent
+ * syncer thread (log_sync_through), as annalsd's writer has. The parent kills the child with SIGKILL after a
  * random delay, drains the pipe, reopens the log and checks that every
  * acknowledged event is at its position intact, that positions 1..head are
  * gap-free, and that log_verify passes. The rounds continue in the same
@@ -19,6 +20,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +94,39 @@ static void write_all(int fd, const void *buf, size_t len)
     }
 }
 
-static void child_main(const char *dir, int fd, uint64_t round, uint64_t rng)
+/* The concurrent syncer (as annalsd's): the writer hands it each commit
+ * and goes on; it makes the newest one durable with log_sync_through. */
+struct syncer {
+    log_env *env;
+    pthread_mutex_t mu;
+    uint64_t seq;              /* the newest commit handed over */
+    uint64_t head;             /* its head */
+};
+
+static void *syncer_main(void *arg)
+{
+    struct syncer *sy = arg;
+    uint64_t done = 0;
+    for (;;) {
+        pthread_mutex_lock(&sy->mu);
+        uint64_t seq = sy->seq;
+        uint64_t head = sy->head;
+        pthread_mutex_unlock(&sy->mu);
+        if (seq > done) {
+            if (log_sync_through(sy->env, seq, head) != 0 || log_durable_seq(sy->env) < seq ||
+                log_head(sy->env) < head) {
+                _exit(18);
+            }
+            done = seq;
+        } else {
+            struct timespec t = {.tv_sec = 0, .tv_nsec = 50000};
+            nanosleep(&t, NULL);
+        }
+    }
+    return NULL;
+}
+
+static void child_main(const char *dir, int fd, uint64_t round, uint64_t rng, bool with_syncer)
 {
     struct log_cfg cfg = {.dir = dir};
     log_env *env = NULL;
@@ -105,6 +139,13 @@ static void child_main(const char *dir, int fd, uint64_t round, uint64_t rng)
     size_t tail = 0;
     struct pending *pend = malloc(cap * sizeof(*pend));
     uint64_t next_seed = round << 32;
+    struct syncer sy = {.env = env};
+    pthread_t sy_thread;
+    pthread_mutex_init(&sy.mu, NULL);
+    if (with_syncer && pthread_create(&sy_thread, NULL, syncer_main, &sy) != 0) {
+        _exit(19);
+    }
+    uint64_t last_durable = 0;
     enum { MAX_OPS = 4 };
     for (;;) {
         Annals__V1__AppendRequest *reqs[MAX_OPS];
@@ -166,12 +207,22 @@ static void child_main(const char *dir, int fd, uint64_t round, uint64_t rng)
             }
             rq_free(reqs[i]);
         }
-        /* an idle writer syncs and acknowledges at once; a busy one lets the
-         * next commit's sync cover this one */
-        if (xorshift(&rng) % 3 == 0 && log_sync(env) != 0) {
+        if (with_syncer) {
+            /* hand the commit over and go on at once */
+            pthread_mutex_lock(&sy.mu);
+            sy.seq = seq ? seq : sy.seq;
+            sy.head = log_committed_head(env);
+            pthread_mutex_unlock(&sy.mu);
+        } else if (xorshift(&rng) % 3 == 0 && log_sync(env) != 0) {
+            /* an idle writer syncs and acknowledges at once; a busy one
+             * lets the next commit's sync cover this one */
             _exit(13);
         }
         uint64_t durable = log_durable_seq(env);
+        if (durable < last_durable) {
+            _exit(17); /* the durable sequence went back */
+        }
+        last_durable = durable;
         while (head < tail && pend[head].seq <= durable) {
             write_all(fd, &pend[head].a, sizeof(pend[head].a));
             head++;
@@ -313,7 +364,7 @@ static void check_log(const char *dir, const struct acks *acks, uint64_t seed, i
     log_close(env);
 }
 
-Test(log_crash, acknowledged_appends_survive_sigkill)
+static void kill_rounds(bool with_syncer)
 {
     char dir[] = "/tmp/annals-crash-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
@@ -333,7 +384,7 @@ Test(log_crash, acknowledged_appends_survive_sigkill)
         cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
         if (pid == 0) {
             close(fds[0]);
-            child_main(dir, fds[1], (uint64_t)round, child_rng);
+            child_main(dir, fds[1], (uint64_t)round, child_rng, with_syncer);
             _exit(1);
         }
         close(fds[1]);
@@ -365,4 +416,17 @@ Test(log_crash, acknowledged_appends_survive_sigkill)
                  (unsigned long long)seed);
     free(acks.v);
     fx_rm_rf(dir);
+}
+
+Test(log_crash, acknowledged_appends_survive_sigkill)
+{
+    kill_rounds(false);
+}
+
+/* The same with annalsd's syncer: log_sync_through on another thread while
+ * the writer commits; an op is acknowledged once the durable sequence,
+ * raised by either thread, has reached it. */
+Test(log_crash, acknowledged_appends_survive_sigkill_with_a_concurrent_syncer)
+{
+    kill_rounds(true);
 }
