@@ -73,6 +73,8 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/slice.h>
 
+#include "pb_wire.h"
+
 enum { TAG_START = 1, TAG_WRITE, TAG_READ, TAG_CLOSE, TAG_STATUS };
 
 #define TAG(t) ((void *)(uintptr_t)(t))
@@ -395,8 +397,7 @@ static grpc_byte_buffer *take_queued_locked(an_appender *a)
     grpc_byte_buffer *bb;
 
     for (struct out_msg *x = m->next; x && n < a->batch_max; x = x->next) {
-        size_t len = GRPC_SLICE_LENGTH(x->packed);
-        size_t add = 1 + an__varint_len(len) + len;
+        size_t add = pb_field_len(GRPC_SLICE_LENGTH(x->packed));
 
         if (bytes + add > AN__BATCH_BYTES) break;
         bytes += add;
@@ -413,14 +414,15 @@ static grpc_byte_buffer *take_queued_locked(an_appender *a)
         p = GRPC_SLICE_START_PTR(sl);
         for (unsigned i = 0; i < n; i++) {
             struct out_msg *next = m->next;
+            const uint8_t *d = GRPC_SLICE_START_PTR(m->packed);
             size_t len = GRPC_SLICE_LENGTH(m->packed);
 
             if (i) {
-                *p++ = 0x1a; /* AppendStreamRequest.more = 3, length-delimited */
-                p += an__varint(p, len);
+                p += pb_put_field(p, 0x1a, d, len); /* AppendStreamRequest.more = 3 */
+            } else {
+                memcpy(p, d, len);
+                p += len;
             }
-            memcpy(p, GRPC_SLICE_START_PTR(m->packed), len);
-            p += len;
             grpc_slice_unref(m->packed);
             free(m);
             m = next;

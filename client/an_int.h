@@ -39,31 +39,6 @@ struct an__ep {
 
 #define AN__EP_MD_MAX 1
 
-/* Protobuf varints, for messages put together from packed ones: writes v
- * at out (room for 10 bytes), returns the bytes it took. */
-static inline size_t an__varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
-static inline size_t an__varint_len(uint64_t v)
-{
-    size_t n = 1;
-
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 /* Puts the endpoint's call metadata (authorization) on a
  * SEND_INITIAL_METADATA op. */
 static inline void an__ep_md(const struct an__ep *ep, grpc_op *op)

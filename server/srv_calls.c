@@ -10,8 +10,9 @@
  * "batched messages" in commands.proto), and for a client that asks for
  * it ("annals-batch: 1") the results queued while a send is in flight go
  * out together in the next message (AppendResult.more): one gRPC message
- * costs tens of microseconds of CPU, an append in it a fraction of that. Queries.ReadStream and ReadAll send batches of about 64 KiB made
- * of the stored wire bytes, one message in flight at a time: each send
+ * costs tens of microseconds of CPU, an append in it a fraction of that.
+ * Queries.ReadStream and ReadAll send batches of about 64 KiB made of the
+ * stored wire bytes, one message in flight at a time: each send
  * completion reads the next batch in a fresh read snapshot bounded by the
  * position fixed when the call started. Queries.Subscribe is in srv_sub.c,
  * Projections.* and Queries.GetView/ScanView in srv_proj.c.
@@ -123,8 +124,7 @@ static grpc_byte_buffer *astream_take(struct srv_call *c, unsigned *k)
     unsigned n = 1;
     if (as->batch_out) {
         for (struct srv_out *x = o->next; x && n < c->srv->cfg.stream_window; x = x->next) {
-            size_t len = GRPC_SLICE_LENGTH(x->packed);
-            size_t add = 1 + srv_varint_len(len) + len;
+            size_t add = pb_field_len(GRPC_SLICE_LENGTH(x->packed));
             if (bytes + add > SRV_BATCH_BYTES) {
                 break;
             }
@@ -141,13 +141,14 @@ static grpc_byte_buffer *astream_take(struct srv_call *c, unsigned *k)
         sl = grpc_slice_malloc(bytes);
         uint8_t *p = GRPC_SLICE_START_PTR(sl);
         for (unsigned i = 0; i < n; i++) {
+            const uint8_t *d = GRPC_SLICE_START_PTR(o->packed);
             size_t len = GRPC_SLICE_LENGTH(o->packed);
             if (i) {
-                *p++ = 0x22; /* AppendResult.more = 4, length-delimited */
-                p += srv_varint(p, len);
+                p += pb_put_field(p, 0x22, d, len); /* AppendResult.more = 4 */
+            } else {
+                memcpy(p, d, len);
+                p += len;
             }
-            memcpy(p, GRPC_SLICE_START_PTR(o->packed), len);
-            p += len;
             struct srv_out *next = o->next;
             grpc_slice_unref(o->packed);
             free(o);
@@ -290,14 +291,7 @@ static bool astream_one(struct srv_call *c, Annals__V1__AppendStreamRequest *req
 {
     char detail[LOG_DETAIL_MAX] = "";
     c->as.in_progress++;
-    int rc = req->append ? 0 : AN_EINVAL;
-    if (rc) {
-        snprintf(detail, sizeof(detail), "AppendStreamRequest %llu carries no append",
-                 (unsigned long long)req->correlation_id);
-    }
-    if (!rc) {
-        rc = log_validate_append(c->srv->log, req->append, false, detail);
-    }
+    int rc = log_validate_append(c->srv->log, req->append, false, detail);
     if (!rc) {
         rc = srv_authorize_append(c, req->append, detail);
     }
@@ -449,10 +443,7 @@ bool srv_batch_add(void *arg, const struct log_event *ev)
         b->cap = cap;
     }
     /* field 1 (events), length-delimited: the stored bytes */
-    b->buf[b->len++] = 0x0a;
-    b->len += srv_varint(b->buf + b->len, ev->packed_len);
-    memcpy(b->buf + b->len, ev->packed, ev->packed_len);
-    b->len += ev->packed_len;
+    b->len += pb_put_field(b->buf + b->len, 0x0a, ev->packed, ev->packed_len);
     b->n++;
     b->last_position = ev->position;
     return b->len < READ_BATCH_BYTES && b->n < b->want;

@@ -728,19 +728,15 @@ static bool buf_reserve(struct msg_buf *b, size_t more)
 /* Adds one Delivery (field 1 of ConsumeResponse) from the stored bytes. */
 static bool add_delivery(struct msg_buf *b, const struct log_event *ev, uint32_t attempt)
 {
-    size_t inner =
-        1 + srv_varint_len(ev->packed_len) + ev->packed_len + 1 + srv_varint_len(attempt);
-    if (!buf_reserve(b, 1 + srv_varint_len(inner) + inner)) {
+    size_t inner = pb_field_len(ev->packed_len) + 1 + pb_varint_len(attempt);
+    if (!buf_reserve(b, 1 + pb_varint_len(inner) + inner)) {
         return false;
     }
     b->p[b->len++] = 0x0a;
-    b->len += srv_varint(b->p + b->len, inner);
-    b->p[b->len++] = 0x0a;
-    b->len += srv_varint(b->p + b->len, ev->packed_len);
-    memcpy(b->p + b->len, ev->packed, ev->packed_len);
-    b->len += ev->packed_len;
+    b->len += pb_varint(b->p + b->len, inner);
+    b->len += pb_put_field(b->p + b->len, 0x0a, ev->packed, ev->packed_len);
     b->p[b->len++] = 0x10;
-    b->len += srv_varint(b->p + b->len, attempt);
+    b->len += pb_varint(b->p + b->len, attempt);
     return true;
 }
 

@@ -20,6 +20,7 @@
 #include "annals/v1/commands.pb-c.h"
 #include "annals/v1/queries.pb-c.h"
 #include "log.h"
+#include "pb_wire.h"
 #include "proj.h"
 #include "say.h"
 #include "srv.h"
@@ -151,29 +152,6 @@ struct srv_out {
 /* Batched messages (commands.proto, AppendStreamRequest.more): the most
  * bytes of results one message carries; a single bigger one goes alone. */
 #define SRV_BATCH_BYTES (1u << 20)
-
-/* Protobuf varints, for messages built from stored bytes: writes v at out
- * (room for 10 bytes) and returns how many bytes it took. */
-static inline size_t srv_varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
-static inline size_t srv_varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
 
 struct srv_astream {
     unsigned in_progress;       /* requests handed to the writer, unanswered */

@@ -201,7 +201,7 @@ static int put_varint_field(struct srv_batch *b, uint8_t tag, uint64_t v)
         b->cap = cap;
     }
     b->buf[b->len++] = tag;
-    b->len += srv_varint(b->buf + b->len, v);
+    b->len += pb_varint(b->buf + b->len, v);
     return 0;
 }
 

@@ -163,23 +163,38 @@ static void answer_now(struct srv_wreq *w)
     }
 }
 
+/* Appends the list that starts at w to the queue *head ... *tail. */
+static void list_append(struct srv_wreq **head, struct srv_wreq **tail, struct srv_wreq *w)
+{
+    struct srv_wreq *last = w;
+    while (last->next) {
+        last = last->next;
+    }
+    if (*tail) {
+        (*tail)->next = w;
+    } else {
+        *head = w;
+    }
+    *tail = last;
+}
+
+/* Gives every request of the list the same failure. */
+static void set_outcome(struct srv_wreq *w, int code, const char *detail)
+{
+    for (; w; w = w->next) {
+        w->op.rc = code;
+        snprintf(w->op.detail, LOG_DETAIL_MAX, "%s", detail);
+    }
+}
+
 /* Hands a list of answered requests to the replier thread. */
 static void answer_list(struct srv *s, struct srv_wreq *head)
 {
     if (!head) {
         return;
     }
-    struct srv_wreq *tail = head;
-    while (tail->next) {
-        tail = tail->next;
-    }
     pthread_mutex_lock(&s->rmu);
-    if (s->rq_tail) {
-        s->rq_tail->next = head;
-    } else {
-        s->rq_head = head;
-    }
-    s->rq_tail = tail;
+    list_append(&s->rq_head, &s->rq_tail, head);
     pthread_cond_signal(&s->rcond);
     pthread_mutex_unlock(&s->rmu);
 }
@@ -207,10 +222,7 @@ static void *replier_main(void *arg)
 
 static void fail_list(struct srv *s, struct srv_wreq *w, int code, const char *detail)
 {
-    for (struct srv_wreq *x = w; x; x = x->next) {
-        x->op.rc = code;
-        snprintf(x->op.detail, LOG_DETAIL_MAX, "%s", detail);
-    }
+    set_outcome(w, code, detail);
     answer_list(s, w);
 }
 
@@ -219,17 +231,8 @@ static void fail_list(struct srv *s, struct srv_wreq *w, int code, const char *d
 /* Hands a committed batch (not yet durable) to the syncer. */
 static void syncer_hand(struct srv *s, struct srv_wreq *head, uint64_t seq, uint64_t pos)
 {
-    struct srv_wreq *tail = head;
-    while (tail->next) {
-        tail = tail->next;
-    }
     pthread_mutex_lock(&s->smu);
-    if (s->sq_tail) {
-        s->sq_tail->next = head;
-    } else {
-        s->sq_head = head;
-    }
-    s->sq_tail = tail;
+    list_append(&s->sq_head, &s->sq_tail, head);
     s->sq_seq = seq;
     s->sq_head_pos = pos;
     pthread_cond_signal(&s->scond);
@@ -289,10 +292,7 @@ static void *syncer_main(void *arg)
         }
         if (rc) {
             say_error("writer", "msg=\"sync failed\" err=%s", an_errname(rc));
-            for (struct srv_wreq *x = list; x; x = x->next) {
-                x->op.rc = AN_EIO;
-                snprintf(x->op.detail, LOG_DETAIL_MAX, "the commit could not be made durable");
-            }
+            set_outcome(list, AN_EIO, "the commit could not be made durable");
         } else {
             notify_head(s);
         }
