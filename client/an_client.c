@@ -858,7 +858,7 @@ int an_append(an_client *c, const struct an_stream_append *streams, size_t n_str
         ids = malloc(n_events * 16);
         if (!ids) return an__err_set(err, AN_ENOMEM, 0, "out of memory for event ids");
         for (size_t k = 0; k < n_events; k++) {
-            an__uuid4(ids + 16 * k);
+            an__uuid7(ids + 16 * k);
         }
     }
     rc = an__pack_append_ids(streams, n_streams, 0, ids, &req, err);

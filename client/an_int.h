@@ -205,8 +205,11 @@ void an__cq_free(grpc_completion_queue *cq, bool pluck);
 /* an__now_ms - monotonic milliseconds. */
 int64_t an__now_ms(void);
 
-/* an__uuid4 - a random (version 4) UUID. */
-void an__uuid4(uint8_t out[16]);
+/* an__uuid7 - a time-ordered (version 7) UUID: the unix milliseconds, then
+ * 74 random bits. Ids made close in time sort close together, so the
+ * server's id index takes them near its right edge instead of in a random
+ * page each (server/log/log.h, "ids"). */
+void an__uuid7(uint8_t out[16]);
 
 /* an__transient - whether a code counts as a breaker failure and may be
  * retried: AN_EUNAVAIL (transport failures included), AN_EDEADLINE, and

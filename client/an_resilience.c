@@ -87,11 +87,19 @@ static void random_bytes(void *buf, size_t n)
     }
 }
 
-void an__uuid4(uint8_t out[16])
+void an__uuid7(uint8_t out[16])
 {
-    random_bytes(out, 16);
-    out[6] = (uint8_t)((out[6] & 0x0f) | 0x40); /* version 4 */
-    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    struct timespec ts;
+    uint64_t ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    random_bytes(out + 6, 10);
+    for (int i = 0; i < 6; i++) {
+        out[i] = (uint8_t)(ms >> (40 - 8 * i)); /* unix milliseconds, big-endian */
+    }
+    out[6] = (uint8_t)((out[6] & 0x0f) | 0x70); /* version 7 */
+    out[8] = (uint8_t)((out[8] & 0x3f) | 0x80); /* RFC 9562 variant */
 }
 
 bool an__transient(int rc)

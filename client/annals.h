@@ -102,9 +102,9 @@ struct an_read_req {
  * max_retries times, while the retry would start within
  * retry_max_total_ms of the call's start and the call's timeout_ms has
  * not passed. Only safe calls are retried: an_get_stream, an_health, and
- * an_append (the client gives every event without an id a random UUID v4
- * id, and the server answers an exact repeat with the original
- * positions). an_delete_stream and an_call_raw are never retried. Reads
+ * an_append (the client gives every event without an id a UUID v7 id,
+ * time-ordered with 74 random bits, and the server answers an exact
+ * repeat with the original positions). an_delete_stream and an_call_raw are never retried. Reads
  * (an_read_stream / an_read_all) are retried by an_iter_next while no
  * event has been handed out. No other status is ever retried. When the
  * retries of a call that was cut off midway (CANCELLED, DEADLINE_EXCEEDED)

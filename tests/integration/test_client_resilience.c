@@ -706,3 +706,40 @@ Test(client_resilience, appenders_open_on_the_live_endpoint_of_two)
     cr_assert_eq(si.event_count, 6);
     an_close(c);
 }
+
+/* The ids libannals gives events without one (for exact retries) are UUID
+ * v7: the unix milliseconds of the call, so that the server's id index
+ * takes them at its right edge; two appends later in time sort after. */
+Test(client_resilience, ids_the_client_makes_are_time_ordered_uuid_v7)
+{
+    struct an_event e = {.type = "T", .data = "{}", .data_len = 2};
+    struct an_stream_append sa = {.stream = "ids-v7", .events = &e, .n_events = 1};
+    int64_t t0 = (int64_t)time(NULL) * 1000;
+    cr_assert_eq(an_append(h.client, &sa, 1, NULL, NULL), 0);
+    sleep_ms(5);
+    cr_assert_eq(an_append(h.client, &sa, 1, NULL, NULL), 0);
+    int64_t t1 = (int64_t)time(NULL) * 1000 + 1000;
+    an_iter *it;
+    const Annals__V1__RecordedEvent *ev;
+    struct an_read_stream_opts o = {.stream = "ids-v7"};
+    cr_assert_eq(an_read_stream(h.client, &o, &it), 0);
+    uint8_t ids[2][16];
+    int n = 0;
+    while (an_iter_next(it, &ev, NULL) == 1) {
+        cr_assert_lt(n, 2);
+        cr_assert_eq(ev->id.len, 16);
+        memcpy(ids[n++], ev->id.data, 16);
+    }
+    an_iter_free(it);
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(ids[i][6] >> 4, 7, "version nibble %x", ids[i][6] >> 4);
+        cr_assert_eq(ids[i][8] >> 6, 2, "variant");
+        int64_t ms = 0;
+        for (int k = 0; k < 6; k++) {
+            ms = ms << 8 | ids[i][k];
+        }
+        cr_assert(ms >= t0 && ms <= t1, "id %d: %lld ms is not the call's time", i, (long long)ms);
+    }
+    cr_assert_lt(memcmp(ids[0], ids[1], 16), 0, "the later id sorts after");
+}
