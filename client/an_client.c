@@ -419,7 +419,31 @@ void an__cq_free(grpc_completion_queue *cq, bool pluck)
  * gets the reply payload (caller owns); a reply missing after OK is
  * AN_EINTERNAL. reply NULL: the payload is dropped, none is needed.
  */
-static int unary_once(const struct an__ep *ep, const char *method, grpc_slice payload,
+/* A pluck queue with nothing on it: one a finished call left, or new. */
+static grpc_completion_queue *cq_take(struct an__ep *ep)
+{
+    grpc_completion_queue *cq = NULL;
+
+    pthread_mutex_lock(&ep->cq_mu);
+    if (ep->n_cqs) cq = ep->cqs[--ep->n_cqs];
+    pthread_mutex_unlock(&ep->cq_mu);
+    return cq ? cq : grpc_completion_queue_create_for_pluck(NULL);
+}
+
+/* Keeps cq, whose one batch has been plucked, for the next call. */
+static void cq_give(struct an__ep *ep, grpc_completion_queue *cq)
+{
+    if (!cq) return;
+    pthread_mutex_lock(&ep->cq_mu);
+    if (ep->n_cqs < AN__CQ_POOL) {
+        ep->cqs[ep->n_cqs++] = cq;
+        cq = NULL;
+    }
+    pthread_mutex_unlock(&ep->cq_mu);
+    an__cq_free(cq, true);
+}
+
+static int unary_once(struct an__ep *ep, const char *method, grpc_slice payload,
                       gpr_timespec deadline, grpc_byte_buffer **reply, struct an_error *err)
 {
     grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&payload, 1);
@@ -433,13 +457,14 @@ static int unary_once(const struct an__ep *ep, const char *method, grpc_slice pa
     grpc_op ops[6];
     grpc_call_error ce;
     grpc_event ev;
+    bool started = false;       /* its batch ran and was plucked */
     int rc;
 
     grpc_metadata_array_init(&md_initial);
     grpc_metadata_array_init(&md_trailing);
     memset(ops, 0, sizeof(ops));
 
-    cq = grpc_completion_queue_create_for_pluck(NULL);
+    cq = cq_take(ep);
     if (!cq) {
         rc = an__err_set(err, AN_ENOMEM, 0, "cannot create a completion queue");
         goto out;
@@ -473,6 +498,7 @@ static int unary_once(const struct an__ep *ep, const char *method, grpc_slice pa
     }
     ev = grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     assert(ev.type == GRPC_OP_COMPLETE);
+    started = true;
     /* With RECV_STATUS_ON_CLIENT in the batch, success is 1 and the status
      * tells what happened (grpc.h). */
     rc = an__err_from_status(err, status, details, &md_trailing);
@@ -494,7 +520,11 @@ out:
     if (call) {
         grpc_call_unref(call);
     }
-    an__cq_free(cq, true);
+    if (started) {
+        cq_give(ep, cq); /* its one batch was plucked: nothing is left on it */
+    } else {
+        an__cq_free(cq, true);
+    }
     return rc;
 }
 
@@ -1076,7 +1106,7 @@ int an_call_raw_stream(an_client *c, const char *method, const char *md_key, con
     return rc;
 }
 
-int an__health_once(an_client *c, const struct an__ep *ep, int64_t timeout_ms, bool *serving)
+int an__health_once(an_client *c, struct an__ep *ep, int64_t timeout_ms, bool *serving)
 {
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     grpc_byte_buffer *bb = an__pack(&req.base);

@@ -15,6 +15,8 @@
 #include "annals.h"
 #include "annals/v1/commands.pb-c.h"
 
+#define AN__CQ_POOL 64
+
 /*
  * One server of the client's target list, with its channel and breaker
  * (an_resilience.c).
@@ -35,6 +37,13 @@ struct an__ep {
      * client, fixed after an_connect. */
     grpc_metadata *md;
     size_t n_md;                /* <= AN__EP_MD_MAX */
+
+    /* Pluck queues a finished unary call left behind, for the next one
+     * (an__ep_cq_take / _give): making and shutting down a queue per call
+     * costs about a tenth of a unary call's instructions. */
+    pthread_mutex_t cq_mu;
+    grpc_completion_queue *cqs[AN__CQ_POOL];
+    unsigned n_cqs;
 };
 
 #define AN__EP_MD_MAX 1
@@ -191,7 +200,7 @@ grpc_call *an__call_new_ep(const struct an__ep *ep, grpc_completion_queue *cq,
  * an__health_once - one grpc.health.v1 Check on ep, bounded by
  * timeout_ms, bypassing the breaker. Returns 0 (*serving set) or a code.
  */
-int an__health_once(an_client *c, const struct an__ep *ep, int64_t timeout_ms, bool *serving);
+int an__health_once(an_client *c, struct an__ep *ep, int64_t timeout_ms, bool *serving);
 
 /*
  * an__cq_free - shuts a completion queue down, drains it and destroys it

@@ -153,6 +153,7 @@ int an__eps_parse(const char *targets, struct an__ep **out, size_t *n_out)
         }
         eps[k].up = true;
         eps[k].state = AN_BREAKER_CLOSED;
+        pthread_mutex_init(&eps[k].cq_mu, NULL);
         k++;
         if (p[len] == '\0') break;
         p += len + 1;
@@ -171,6 +172,10 @@ void an__eps_free(struct an__ep *eps, size_t n)
 {
     if (!eps) return;
     for (size_t i = 0; i < n; i++) {
+        for (unsigned k = 0; k < eps[i].n_cqs; k++) {
+            an__cq_free(eps[i].cqs[k], true);
+        }
+        pthread_mutex_destroy(&eps[i].cq_mu);
         if (eps[i].channel) {
             grpc_channel_destroy(eps[i].channel);
         }
