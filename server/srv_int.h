@@ -531,10 +531,10 @@ void srv_proj_call(struct srv_call *c);
 /* What srv_view_begin checks of a GetView/ScanView request: the view's
  * name is set. 0, or AN_EINVAL with detail (LOG_DETAIL_MAX). Pure. */
 int srv_view_check(const char *view, char *detail);
-/* The engine's view of a request's as_of and min_position (out, with no
- * deadline yet); an instant is mapped to the last position recorded at or
- * before it through rd (not begun; begun and ended here). 0, or the code
- * of the lookup. The caller's thread. */
+/* The engine's view of a request's as_of and min_position (out, with a
+ * deadline of now: each attempt sets its own); an instant is mapped to the
+ * last position recorded at or before it through rd (not begun; begun and
+ * ended here). 0, or the code of the lookup. The caller's thread. */
 int srv_view_read_point(log_reader *rd, const Annals__V1__AsOf *as_of, uint64_t min_position,
                         struct proj_read *out);
 /* A GetView/ScanView request arrived; CQ thread. */
