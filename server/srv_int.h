@@ -600,6 +600,10 @@ struct srv_auth *srv_auth_get(struct srv *s);
 void srv_auth_unref(struct srv_auth *a);
 /* Sets c->principal (and c->auth, c->who): 0, or AN_EAUTH with detail. */
 int srv_auth_identify(struct srv_call *c, char *detail);
+/* The same once the client certificate's principal is known (cert: "" for
+ * none): from c->srv's table and c->md only, no live call needed
+ * (tests/fuzz/fuzz_authorize.c). */
+int srv_auth_identify_as(struct srv_call *c, const char *cert, char *detail);
 /* Whether the call's request is allowed: 0, or AN_EPERM with detail
  * naming the missing grant (refusal logged). After unpacking c->req. */
 int srv_authorize(struct srv_call *c, char *detail);
