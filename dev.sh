@@ -53,12 +53,15 @@ build() {
 }
 
 # Builds the libFuzzer targets (clang, every library with fuzzer coverage)
-# and runs each for FUZZ_SECONDS (default 10) on a fresh corpus: hostile
-# input must not crash a decoder. A crash fails the run and leaves its
-# input in build-fuzz/ (crash-*).
-FUZZ_TARGETS=(fuzz_event_peek fuzz_append_request fuzz_proj_def fuzz_auth_file fuzz_group_def)
+# and runs each for FUZZ_SECONDS (default 6) on a fresh corpus seeded with
+# tests/fuzz/corpus/TARGET (its seeds run first, so a crash once found and
+# added there is a regression test): hostile input must not crash a
+# decoder. A crash fails the run and leaves its input in build-fuzz/
+# (crash-*).
+FUZZ_TARGETS=(fuzz_event_peek fuzz_append_request fuzz_proj_def fuzz_auth_file fuzz_group_def
+              fuzz_rpc_request fuzz_proj_fold fuzz_config fuzz_authorize)
 fuzz_smoke() {
-  local dir=build-fuzz t corpus
+  local dir=build-fuzz t corpus seeds quiet
   if [ ! -f "$dir/build.ninja" ]; then
     CC=clang meson setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
       -Dc_args=-fsanitize=fuzzer-no-link >/dev/null
@@ -66,8 +69,14 @@ fuzz_smoke() {
   ninja -C "$dir" "${FUZZ_TARGETS[@]/#/tests/}" >/dev/null || { STATUS=1; return; }
   for t in "${FUZZ_TARGETS[@]}"; do
     corpus=$(mktemp -d)
-    if (cd "$dir" && "./tests/$t" "$corpus" -max_total_time="${FUZZ_SECONDS:-10}" \
-          -print_final_stats=1 2>"$t.log"); then
+    seeds=()
+    [ -d "tests/fuzz/corpus/$t" ] && seeds=("$PWD/tests/fuzz/corpus/$t")
+    # fuzz_config's refusals go to stderr, a line per input: keep only
+    # libFuzzer's own output (and any crash report)
+    quiet=()
+    [ "$t" = fuzz_config ] && quiet=(-close_fd_mask=2)
+    if (cd "$dir" && "./tests/$t" "$corpus" "${seeds[@]}" -max_total_time="${FUZZ_SECONDS:-6}" \
+          -print_final_stats=1 "${quiet[@]}" 2>"$t.log"); then
       say "fuzz: $t: $(grep -o 'number_of_executed_units: [0-9]*' "$dir/$t.log" | cut -d' ' -f2) runs, no crash"
     else
       say "fuzz: $t FAILED: see $dir/$t.log and $dir/crash-*"

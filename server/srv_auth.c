@@ -362,9 +362,14 @@ static const grpc_slice *bearer(const grpc_metadata_array *md, size_t *off)
 
 int srv_auth_identify(struct srv_call *c, char *detail)
 {
-    struct srv *s = c->srv;
     char cert[sizeof(c->principal)];
     cert_name(c->call, cert, sizeof(cert));
+    return srv_auth_identify_as(c, cert, detail);
+}
+
+int srv_auth_identify_as(struct srv_call *c, const char *cert, char *detail)
+{
+    struct srv *s = c->srv;
     c->auth = srv_auth_get(s);
     if (!c->auth) {
         snprintf(c->principal, sizeof(c->principal), "%s", cert);

@@ -144,11 +144,8 @@ static void *backup_main(void *arg)
 
 /* ---- the call ---- */
 
-void srv_backup_begin(struct srv_call *c)
+int srv_backup_check(const Annals__V1__BackupRequest *r, char *detail)
 {
-    struct srv *s = c->srv;
-    Annals__V1__BackupRequest *r = (Annals__V1__BackupRequest *)c->req;
-    char detail[LOG_DETAIL_MAX];
     const char *dest = r->dest ? r->dest : "";
     struct stat st;
     char parent[4096];
@@ -158,18 +155,26 @@ void srv_backup_begin(struct srv_call *c)
         *slash = '\0';
     }
     if (dest[0] != '/' || strlen(dest) > 3000) {
-        snprintf(detail, sizeof(detail), "dest '%.200s': want an absolute path on the server's "
+        snprintf(detail, LOG_DETAIL_MAX, "dest '%.200s': want an absolute path on the server's "
                  "machine (at most 3000 bytes)", dest);
     } else if (stat(dest, &st) == 0) {
-        snprintf(detail, sizeof(detail), "dest %.200s exists: a backup goes into a new directory",
+        snprintf(detail, LOG_DETAIL_MAX, "dest %.200s exists: a backup goes into a new directory",
                  dest);
     } else if (parent[0] && (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        snprintf(detail, sizeof(detail), "dest %.200s: its parent is not a directory", dest);
+        snprintf(detail, LOG_DETAIL_MAX, "dest %.200s: its parent is not a directory", dest);
     } else {
-        detail[0] = '\0';
+        return 0;
     }
-    if (detail[0]) {
-        srv_reply_code(c, AN_EINVAL, detail);
+    return AN_EINVAL;
+}
+
+void srv_backup_begin(struct srv_call *c)
+{
+    struct srv *s = c->srv;
+    char detail[LOG_DETAIL_MAX];
+    int rc = srv_backup_check((const Annals__V1__BackupRequest *)c->req, detail);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
         return;
     }
     bool busy = false;

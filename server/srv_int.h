@@ -529,6 +529,10 @@ void srv_sub_free(struct srv *s);
 void srv_sub_notify(struct srv *s);
 /* Subscribe calls open. */
 unsigned srv_sub_active(const struct srv *s);
+/* A Subscribe request's shape (what srv_sub_begin checks first): 0, or
+ * AN_EINVAL with detail (LOG_DETAIL_MAX) naming the field. Pure; any
+ * thread (tests/fuzz/fuzz_rpc_request.c drives it). */
+int srv_sub_check(const Annals__V1__SubscribeRequest *r, char *detail);
 /* A Subscribe request arrived (c->req unpacked); CQ thread. */
 void srv_sub_begin(struct srv_call *c);
 /* A subscription's send completed; CQ thread. */
@@ -549,6 +553,15 @@ void srv_proj_stop(struct srv *s);
 void srv_proj_free(struct srv *s);
 /* A Projections.* request arrived; CQ thread. */
 void srv_proj_call(struct srv_call *c);
+/* What srv_view_begin checks of a GetView/ScanView request: the view's
+ * name is set. 0, or AN_EINVAL with detail (LOG_DETAIL_MAX). Pure. */
+int srv_view_check(const char *view, char *detail);
+/* The engine's view of a request's as_of and min_position (out, with a
+ * deadline of now: each attempt sets its own); an instant is mapped to the
+ * last position recorded at or before it through rd (not begun; begun and
+ * ended here). 0, or the code of the lookup. The caller's thread. */
+int srv_view_read_point(log_reader *rd, const Annals__V1__AsOf *as_of, uint64_t min_position,
+                        struct proj_read *out);
 /* A GetView/ScanView request arrived; CQ thread. */
 void srv_view_begin(struct srv_call *c);
 /* A ScanView send completed; CQ thread. */
@@ -588,6 +601,12 @@ struct json_t *srv_group_json(struct srv *s);
 
 /* ---- srv_backup.c: Admin.Backup ---- */
 
+/* What srv_backup_begin checks of a request: dest is an absolute path of
+ * at most 3000 bytes that does not exist, in an existing directory. 0, or
+ * AN_EINVAL with detail (LOG_DETAIL_MAX). Looks at the file system only
+ * (stat); any thread. */
+struct Annals__V1__BackupRequest;
+int srv_backup_check(const struct Annals__V1__BackupRequest *r, char *detail);
 /* A Backup request arrived (c->req unpacked): checks it, starts the copy's
  * thread; CQ thread. */
 void srv_backup_begin(struct srv_call *c);
@@ -606,6 +625,10 @@ struct srv_auth *srv_auth_get(struct srv *s);
 void srv_auth_unref(struct srv_auth *a);
 /* Sets c->principal (and c->auth, c->who): 0, or AN_EAUTH with detail. */
 int srv_auth_identify(struct srv_call *c, char *detail);
+/* The same once the client certificate's principal is known (cert: "" for
+ * none): from c->srv's table and c->md only, no live call needed
+ * (tests/fuzz/fuzz_authorize.c). */
+int srv_auth_identify_as(struct srv_call *c, const char *cert, char *detail);
 /* Whether the call's request is allowed: 0, or AN_EPERM with detail
  * naming the missing grant (refusal logged). After unpacking c->req. */
 int srv_authorize(struct srv_call *c, char *detail);

@@ -92,10 +92,8 @@ static void on_advance(void *arg)
 
 /* ---- requests ---- */
 
-/* The engine's view of a request's as_of and min_position; an instant is
- * mapped to the last position recorded at or before it. */
-static int read_point(struct srv_call *c, log_reader *rd, const Annals__V1__AsOf *as_of,
-                      uint64_t min_position, struct proj_read *out)
+int srv_view_read_point(log_reader *rd, const Annals__V1__AsOf *as_of, uint64_t min_position,
+                        struct proj_read *out)
 {
     *out = (struct proj_read){.min_position = min_position,
                               .deadline_ns = proj_deadline_after(0)};
@@ -113,8 +111,16 @@ static int read_point(struct srv_call *c, log_reader *rd, const Annals__V1__AsOf
     }
     rc = log_time_to_position(rd, as_of->unix_nanos, &out->as_of);
     log_reader_end(rd);
-    (void)c;
     return rc;
+}
+
+int srv_view_check(const char *view, char *detail)
+{
+    if (!view || !view[0]) {
+        snprintf(detail, LOG_DETAIL_MAX, "view: a projection's name is required");
+        return AN_EINVAL;
+    }
+    return 0;
 }
 
 static void reply_view_error(struct srv_call *c, int rc, const char *view)
@@ -402,11 +408,13 @@ void srv_view_begin(struct srv_call *c)
         view = r->view;
         c->scan.left = r->limit;
     }
-    if (!view || !view[0]) {
-        srv_reply_code(c, AN_EINVAL, "view: a projection's name is required");
+    char detail[LOG_DETAIL_MAX];
+    int rc = srv_view_check(view, detail);
+    if (rc) {
+        srv_reply_code(c, rc, detail);
         return;
     }
-    int rc = read_point(c, c->q->rd, as_of, min_position, &c->vw.q);
+    rc = srv_view_read_point(c->q->rd, as_of, min_position, &c->vw.q);
     if (rc) {
         srv_reply_code(c, rc, "cannot map as_of to a position");
         return;

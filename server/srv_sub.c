@@ -843,8 +843,7 @@ unsigned srv_sub_active(const struct srv *s)
 
 /* ---- the call ---- */
 
-/* Checks the request's shape; 0 or AN_EINVAL with detail. */
-static int sub_validate(const Annals__V1__SubscribeRequest *r, char *detail)
+int srv_sub_check(const Annals__V1__SubscribeRequest *r, char *detail)
 {
     const char *st = r->stream ? r->stream : "";
     size_t len = strlen(st);
@@ -883,7 +882,7 @@ void srv_sub_begin(struct srv_call *c)
     struct srv_sub *sb = &c->sub;
     Annals__V1__SubscribeRequest *r = (Annals__V1__SubscribeRequest *)c->req;
     char detail[LOG_DETAIL_MAX];
-    int rc = sub_validate(r, detail);
+    int rc = srv_sub_check(r, detail);
     if (rc) {
         srv_reply_code(c, rc, detail);
         return;

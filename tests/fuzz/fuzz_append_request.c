@@ -5,6 +5,7 @@
  * server does before anything reaches the writer. No input may crash it,
  * and a request it accepts must have what validation promises.
  */
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,18 +18,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static log_env *env;
+static char dir[] = "/tmp/annals-fuzz-XXXXXX";
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* libFuzzer exits when its time is up: leave no log behind */
+static void remove_log(void)
+{
+    log_close(env);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    char dir[] = "/tmp/annals-fuzz-XXXXXX";
     char detail[LOG_DETAIL_MAX];
     struct log_cfg cfg = {.dir = mkdtemp(dir)};
     if (!cfg.dir || log_open(&cfg, &env, detail)) {
         fprintf(stderr, "fuzz_append_request: cannot open a log in %s: %s\n", dir, detail);
         abort();
     }
+    atexit(remove_log);
     return 0;
 }
 

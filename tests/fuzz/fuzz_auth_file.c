@@ -12,11 +12,18 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static char path[64];
+
+static void remove_file(void)
+{
+    unlink(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char path[64];
     if (!path[0]) {
         snprintf(path, sizeof(path), "/tmp/annals-fuzz-auth-%d.json", (int)getpid());
+        atexit(remove_file); /* libFuzzer exits when its time is up */
     }
     FILE *f = fopen(path, "wb");
     if (!f) {
