@@ -92,7 +92,9 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
 {
     struct srv_consumer *k = &c->cons;
     struct srv_group *g = k->g;
-    k->reading = false;
+    if (!g) {
+        k->reading = false; /* not joined: no other thread looks at k */
+    }
     Annals__V1__ConsumeRequest *req = NULL;
     if (ok && c->recv) {
         grpc_byte_buffer_reader r;
@@ -111,6 +113,7 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
                 refuse(c, AN_EINVAL, "malformed ConsumeRequest");
             } else {
                 pthread_mutex_lock(&g->mu);
+                k->reading = false;
                 srv__consumer_leave(g, c, AN_EINVAL, "malformed ConsumeRequest");
                 pthread_mutex_unlock(&g->mu);
             }
@@ -131,7 +134,9 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
         } else {
             join(c, req->join);
             if (k->g) {
+                pthread_mutex_lock(&k->g->mu);
                 recv_next(c);
+                pthread_mutex_unlock(&k->g->mu);
             }
         }
         if (req) {
@@ -141,6 +146,7 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
         return;
     }
     pthread_mutex_lock(&g->mu);
+    k->reading = false;
     if (!req) {
         /* half-closed or gone: leave; the others take its events */
         srv__consumer_leave(g, c, 0, NULL);
