@@ -66,7 +66,9 @@ static void join(struct srv_call *c, const Annals__V1__Join *j)
         return;
     }
     struct srv_consumer *k = &c->cons;
+    pthread_mutex_lock(&c->mu); /* srv_consume_end reads k->g on the main thread */
     k->g = g; /* the reference */
+    pthread_mutex_unlock(&c->mu);
     k->prefetch = j->prefetch ? j->prefetch : 16;
     k->prev = NULL;
     k->next = g->consumers;
@@ -185,7 +187,9 @@ void srv_consume_on_write(struct srv_call *c, bool ok)
 
 void srv_consume_end(struct srv_call *c, int code, const char *detail)
 {
+    pthread_mutex_lock(&c->mu); /* join sets it on the call's CQ thread */
     struct srv_group *g = c->cons.g;
+    pthread_mutex_unlock(&c->mu);
     if (!g) {
         /* not joined yet: its first read ends it */
         grpc_call_cancel_with_status(c->call, srv_status_of(code), detail, NULL);
