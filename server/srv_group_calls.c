@@ -560,17 +560,24 @@ static void on_replay(struct srv_call *c)
         struct log_stream_read q = {.stream = p->stream, .as_of = log_reader_head(rd)};
         rc = log_read_stream(rd, &q, replay_collect, &r, NULL, NULL);
         rc = rc == AN_ENOTFOUND ? 0 : rc;
+        log_reader_end(rd);
     }
     bool oom = false;
     if (!rc) {
+        /* the group's mutex before the log's map lock, as srv__pump takes
+         * them: a writer waiting to grow the map would otherwise close a
+         * cycle (the map lock prefers writers) */
         pthread_mutex_lock(&g->mu);
-        for (size_t i = 0; i < r.n && !oom; i++) {
+        rc = log_reader_begin(rd);
+        for (size_t i = 0; !rc && i < r.n && !oom; i++) {
             oom = !srv__replay_one(g, rd, r.pos[i]);
         }
-        g->parked = g->parked > r.n ? g->parked - r.n : 0;
-        g->state_dirty = true;
+        if (!rc) {
+            g->parked = g->parked > r.n ? g->parked - r.n : 0;
+            g->state_dirty = true;
+            log_reader_end(rd);
+        }
         pthread_mutex_unlock(&g->mu);
-        log_reader_end(rd);
     }
     free(r.pos);
     if (rc || oom) {
