@@ -63,6 +63,7 @@
  * appends left without a result; close joins it and frees everything.
  */
 #include "an_int.h"
+#include "an_tsan.h"
 
 #include <assert.h>
 #include <pthread.h>
@@ -179,8 +180,10 @@ static bool ids_del(an_appender *a, uint64_t id)
 /* Starts a batch; a failure here is a bug, so the call is cancelled. */
 static bool start(an_appender *a, grpc_op *ops, size_t n, int tag)
 {
-    grpc_call_error ce = grpc_call_start_batch(a->call, ops, n, TAG(tag), NULL);
+    grpc_call_error ce;
 
+    AN_TSAN_RELEASE(a); /* the tags are small integers: a stands for them */
+    ce = grpc_call_start_batch(a->call, ops, n, TAG(tag), NULL);
     if (ce == GRPC_CALL_OK) return true;
     grpc_call_cancel_with_status(a->call, GRPC_STATUS_INTERNAL,
                                  "libannals: grpc_call_start_batch failed", NULL);
@@ -562,6 +565,7 @@ static void *appender_main(void *p)
             continue;
         }
         assert(ev.type == GRPC_OP_COMPLETE);
+        AN_TSAN_ACQUIRE(a);
         switch ((uintptr_t)ev.tag) {
         case TAG_WRITE:
             on_write(a, ev.success);

@@ -27,6 +27,7 @@
  * reap, before the call is released.
  */
 #include "an_int.h"
+#include "an_tsan.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,7 @@ struct an_consumer {
 
 static bool k_start(an_consumer *k, grpc_op *ops, size_t n, int tag)
 {
+    AN_TSAN_RELEASE(&k->pending[tag]);
     if (grpc_call_start_batch(k->call, ops, n, TAG(tag), NULL) != GRPC_CALL_OK) return false;
     k->pending[tag] = true;
     return true;
@@ -209,6 +211,7 @@ static bool k_wait(an_consumer *k, int tag, gpr_timespec deadline)
 {
     grpc_event ev = grpc_completion_queue_pluck(k->cq, TAG(tag), deadline, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) return false;
+    AN_TSAN_ACQUIRE(&k->pending[tag]);
     k->pending[tag] = false;
     return true;
 }

@@ -37,6 +37,7 @@
  * sub_reap, before the queue is destroyed.
  */
 #include "an_int.h"
+#include "an_tsan.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -74,6 +75,7 @@ struct an_sub {
 
 static bool sub_start(an_sub *s, grpc_op *ops, size_t n, int tag)
 {
+    AN_TSAN_RELEASE(&s->pending[tag]);
     if (grpc_call_start_batch(s->call, ops, n, TAG(tag), NULL) != GRPC_CALL_OK) return false;
     s->pending[tag] = true;
     return true;
@@ -88,6 +90,7 @@ static bool sub_wait(an_sub *s, int tag, gpr_timespec deadline)
     ev = grpc_completion_queue_pluck(s->cq, TAG(tag), deadline, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) return false;
     assert(ev.type == GRPC_OP_COMPLETE);
+    AN_TSAN_ACQUIRE(&s->pending[tag]);
     s->pending[tag] = false;
     return true;
 }

@@ -66,7 +66,9 @@ static void join(struct srv_call *c, const Annals__V1__Join *j)
         return;
     }
     struct srv_consumer *k = &c->cons;
+    pthread_mutex_lock(&c->mu); /* srv_consume_end reads k->g on the main thread */
     k->g = g; /* the reference */
+    pthread_mutex_unlock(&c->mu);
     k->prefetch = j->prefetch ? j->prefetch : 16;
     k->prev = NULL;
     k->next = g->consumers;
@@ -92,7 +94,9 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
 {
     struct srv_consumer *k = &c->cons;
     struct srv_group *g = k->g;
-    k->reading = false;
+    if (!g) {
+        k->reading = false; /* not joined: no other thread looks at k */
+    }
     Annals__V1__ConsumeRequest *req = NULL;
     if (ok && c->recv) {
         grpc_byte_buffer_reader r;
@@ -111,6 +115,7 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
                 refuse(c, AN_EINVAL, "malformed ConsumeRequest");
             } else {
                 pthread_mutex_lock(&g->mu);
+                k->reading = false;
                 srv__consumer_leave(g, c, AN_EINVAL, "malformed ConsumeRequest");
                 pthread_mutex_unlock(&g->mu);
             }
@@ -131,7 +136,9 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
         } else {
             join(c, req->join);
             if (k->g) {
+                pthread_mutex_lock(&k->g->mu);
                 recv_next(c);
+                pthread_mutex_unlock(&k->g->mu);
             }
         }
         if (req) {
@@ -141,6 +148,7 @@ void srv_consume_on_read(struct srv_call *c, bool ok)
         return;
     }
     pthread_mutex_lock(&g->mu);
+    k->reading = false;
     if (!req) {
         /* half-closed or gone: leave; the others take its events */
         srv__consumer_leave(g, c, 0, NULL);
@@ -179,7 +187,9 @@ void srv_consume_on_write(struct srv_call *c, bool ok)
 
 void srv_consume_end(struct srv_call *c, int code, const char *detail)
 {
+    pthread_mutex_lock(&c->mu); /* join sets it on the call's CQ thread */
     struct srv_group *g = c->cons.g;
+    pthread_mutex_unlock(&c->mu);
     if (!g) {
         /* not joined yet: its first read ends it */
         grpc_call_cancel_with_status(c->call, srv_status_of(code), detail, NULL);
@@ -550,17 +560,24 @@ static void on_replay(struct srv_call *c)
         struct log_stream_read q = {.stream = p->stream, .as_of = log_reader_head(rd)};
         rc = log_read_stream(rd, &q, replay_collect, &r, NULL, NULL);
         rc = rc == AN_ENOTFOUND ? 0 : rc;
+        log_reader_end(rd);
     }
     bool oom = false;
     if (!rc) {
+        /* the group's mutex before the log's map lock, as srv__pump takes
+         * them: a writer waiting to grow the map would otherwise close a
+         * cycle (the map lock prefers writers) */
         pthread_mutex_lock(&g->mu);
-        for (size_t i = 0; i < r.n && !oom; i++) {
+        rc = log_reader_begin(rd);
+        for (size_t i = 0; !rc && i < r.n && !oom; i++) {
             oom = !srv__replay_one(g, rd, r.pos[i]);
         }
-        g->parked = g->parked > r.n ? g->parked - r.n : 0;
-        g->state_dirty = true;
+        if (!rc) {
+            g->parked = g->parked > r.n ? g->parked - r.n : 0;
+            g->state_dirty = true;
+            log_reader_end(rd);
+        }
         pthread_mutex_unlock(&g->mu);
-        log_reader_end(rd);
     }
     free(r.pos);
     if (rc || oom) {

@@ -270,7 +270,8 @@ struct srv_group;
 struct srv_gentry;
 
 struct srv_consumer {
-    struct srv_group *g;        /* joined: holds a reference */
+    struct srv_group *g;        /* joined: holds a reference; set under the
+                                   call's mu (srv_consume_end reads it) */
     uint32_t prefetch;
     uint32_t n_flight;
     struct srv_gentry *fl_head; /* in flight to it, oldest first */

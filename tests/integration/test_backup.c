@@ -32,7 +32,7 @@ struct writer {
     const char *addr;
     int index;
     atomic_int *stop;
-    int ok;
+    atomic_int ok;               /* read by the test while it writes */
 };
 
 static void *write_loop(void *arg)
@@ -46,7 +46,7 @@ static void *write_loop(void *arg)
         struct an_event e = {.type = "Written", .data = "{\"x\":1}", .data_len = 7};
         struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
         if (an_append(c, &sa, 1, NULL, NULL) == 0) {
-            w->ok++;
+            atomic_fetch_add(&w->ok, 1);
         }
     }
     an_close(c);
@@ -110,7 +110,7 @@ Test(backup, a_copy_taken_under_writers_holds_every_event_up_to_its_position)
     struct an_error err;
     int before = 0;
     for (int i = 0; i < WRITERS; i++) {
-        before += w[i].ok;
+        before += atomic_load(&w[i].ok);
     }
     cr_assert_eq(an_backup(h.client, dest, NULL, NULL, &pos, &err), 0, "%s", err.detail);
     usleep(200000);
@@ -118,7 +118,7 @@ Test(backup, a_copy_taken_under_writers_holds_every_event_up_to_its_position)
     int total = 0;
     for (int i = 0; i < WRITERS; i++) {
         pthread_join(t[i], NULL);
-        total += w[i].ok;
+        total += atomic_load(&w[i].ok);
     }
     cr_assert_gt(pos, 0);
     cr_assert_gt(total, before, "the writers went on during the backup");

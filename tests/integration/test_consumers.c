@@ -583,10 +583,10 @@ struct restart {
 
 static struct restart R;
 
+/* arg: its client, connected by the test before the restart rewrites h */
 static void *restart_main(void *arg)
 {
-    (void)arg;
-    an_client *c = h_client(&h);
+    an_client *c = arg;
     an_consumer *k;
     cr_assert_eq(an_consumer_open(c, "rs4", R_PREFETCH, &k), 0);
     while (!atomic_load(&R.stop)) {
@@ -618,7 +618,7 @@ Test(consumers, a_graceful_restart_under_four_consumers_loses_nothing)
     memset(&R, 0, sizeof(R));
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
-        pthread_create(&t[i], NULL, restart_main, NULL);
+        pthread_create(&t[i], NULL, restart_main, h_client(&h));
     }
     while (atomic_load(&R.handled) < R_EVENTS / 3) {
         sleep_ms(5);
