@@ -299,7 +299,15 @@ static void *syncer_main(void *arg)
         answer_now(list);
         pthread_mutex_lock(&s->smu);
         s->s_busy = false;
+        bool idle = !s->sq_head;
         pthread_mutex_unlock(&s->smu);
+        if (idle) {
+            /* the writer may be waiting for this sync to take its batch */
+            pthread_mutex_lock(&s->wmu);
+            atomic_store_explicit(&s->s_batch, 0, memory_order_release);
+            pthread_cond_signal(&s->wcond);
+            pthread_mutex_unlock(&s->wmu);
+        }
     }
     return NULL;
 }
@@ -319,7 +327,15 @@ static void *writer_main(void *arg)
 
     for (;;) {
         pthread_mutex_lock(&s->wmu);
-        while (!s->wq_head && !s->w_stop) {
+        /* While the syncer still holds the last batch, wait for as many
+         * requests as it had (or for the syncer): a smaller batch now
+         * would only cost a commit more per event, since none of it can be
+         * answered before that sync anyway */
+        for (;;) {
+            size_t syncing = atomic_load_explicit(&s->s_batch, memory_order_acquire);
+            if (s->w_stop || (s->wq_head && (!syncing || s->wq_len >= syncing))) {
+                break;
+            }
             pthread_cond_wait(&s->wcond, &s->wmu);
         }
         if (!s->wq_head) {
@@ -425,6 +441,11 @@ static void *writer_main(void *arg)
             }
         }
         if (later) {
+            size_t k = 0;
+            for (struct srv_wreq *x = later; x; x = x->next) {
+                k++;
+            }
+            atomic_store_explicit(&s->s_batch, k, memory_order_release);
             syncer_hand(s, later, seq ? seq : log_committed_seq(s->log),
                         log_committed_head(s->log));
         }
