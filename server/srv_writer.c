@@ -9,16 +9,22 @@
  * transaction. A request is answered only once its commit is durable
  * (log.h, "Durability argument"): log_commit syncs the batch's data pages
  * and writes its meta page without a sync. The writer then hands the batch
- * to the syncer thread and goes on with the next one at once; the syncer's
+ * to the syncer thread and goes on with the next one; the syncer's
  * fdatasync (log_sync_through) makes the meta page durable, concurrently
  * with the writer's next commit, and the syncer answers the batch. So a
  * loaded writer's batch waits for its own commit and one flush, not for
  * the next commit as well; when the writer's next data sync gets there
- * first, the syncer has nothing to sync. A lone request (a batch of one,
- * nothing queued behind it, nothing at the syncer) is committed with
- * log_commit_durable (LMDB's own two syncs) and answered at once. Requests that failed
- * (conflicts, tombstones, ...) wrote nothing but are answered with their
- * batch too: what they report may come from a commit not yet durable.
+ * first, the syncer has nothing to sync. While the syncer holds a batch,
+ * the writer waits for as many requests as that batch had, or for the
+ * syncer to finish, before it takes the next: none of it could be
+ * answered before that sync anyway, and a batch twice as big costs half
+ * the commits (measured: the mean batch went from 3.5 to 7-10 with 64
+ * unary clients, from 17 to 27 over AppendStream). A lone request (a
+ * batch of one, nothing queued behind it, nothing at the syncer) is
+ * committed with log_commit_durable (LMDB's own two syncs) and answered
+ * at once. Requests that failed (conflicts, tombstones, ...) wrote nothing
+ * but are answered with their batch too: what they report may come from a
+ * commit not yet durable.
  *
  * Answering (packing each reply and starting its gRPC batch) costs tens of
  * microseconds per request, which on the writer thread would hold up the
