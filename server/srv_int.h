@@ -376,9 +376,9 @@ struct srv {
     struct srv_wreq *sq_tail;
     uint64_t sq_seq;            /* the newest commit handed over, and its head */
     uint64_t sq_head_pos;
-    bool s_busy;                /* the syncer holds a batch it has not answered */
     atomic_size_t s_batch;      /* requests in the last batch handed to the
-                                   syncer, until it is idle again (0) */
+                                   syncer (set under smu), until it has
+                                   answered all it holds (0) */
     bool s_stop;
     pthread_t syncer;
 

@@ -169,12 +169,15 @@ static void answer_now(struct srv_wreq *w)
     }
 }
 
-/* Appends the list that starts at w to the queue *head ... *tail. */
-static void list_append(struct srv_wreq **head, struct srv_wreq **tail, struct srv_wreq *w)
+/* Appends the list that starts at w to the queue *head ... *tail; returns
+ * how many it appended. */
+static size_t list_append(struct srv_wreq **head, struct srv_wreq **tail, struct srv_wreq *w)
 {
+    size_t n = 1;
     struct srv_wreq *last = w;
     while (last->next) {
         last = last->next;
+        n++;
     }
     if (*tail) {
         (*tail)->next = w;
@@ -182,6 +185,7 @@ static void list_append(struct srv_wreq **head, struct srv_wreq **tail, struct s
         *head = w;
     }
     *tail = last;
+    return n;
 }
 
 /* Gives every request of the list the same failure. */
@@ -238,7 +242,8 @@ static void fail_list(struct srv *s, struct srv_wreq *w, int code, const char *d
 static void syncer_hand(struct srv *s, struct srv_wreq *head, uint64_t seq, uint64_t pos)
 {
     pthread_mutex_lock(&s->smu);
-    list_append(&s->sq_head, &s->sq_tail, head);
+    size_t n = list_append(&s->sq_head, &s->sq_tail, head);
+    atomic_store_explicit(&s->s_batch, n, memory_order_release);
     s->sq_seq = seq;
     s->sq_head_pos = pos;
     pthread_cond_signal(&s->scond);
@@ -249,10 +254,7 @@ static void syncer_hand(struct srv *s, struct srv_wreq *head, uint64_t seq, uint
  * own commit durable (LMDB's two syncs) and be answered at once. */
 static bool syncer_idle(struct srv *s)
 {
-    pthread_mutex_lock(&s->smu);
-    bool idle = !s->sq_head && !s->s_busy;
-    pthread_mutex_unlock(&s->smu);
-    return idle;
+    return atomic_load_explicit(&s->s_batch, memory_order_acquire) == 0;
 }
 
 /* The head readers may see has moved: wake who waits for it. */
@@ -288,7 +290,6 @@ static void *syncer_main(void *arg)
         uint64_t seq = s->sq_seq;
         uint64_t pos = s->sq_head_pos;
         s->sq_head = s->sq_tail = NULL;
-        s->s_busy = true;
         pthread_mutex_unlock(&s->smu);
 
         bool need = log_durable_seq(s->log) < seq;
@@ -304,16 +305,15 @@ static void *syncer_main(void *arg)
         }
         answer_now(list);
         pthread_mutex_lock(&s->smu);
-        s->s_busy = false;
-        bool idle = !s->sq_head;
-        pthread_mutex_unlock(&s->smu);
-        if (idle) {
-            /* the writer may be waiting for this sync to take its batch */
+        if (!s->sq_head) {
+            /* idle again; the writer may be waiting for this sync to take
+             * its batch (lock order: smu, then wmu) */
             pthread_mutex_lock(&s->wmu);
             atomic_store_explicit(&s->s_batch, 0, memory_order_release);
             pthread_cond_signal(&s->wcond);
             pthread_mutex_unlock(&s->wmu);
         }
+        pthread_mutex_unlock(&s->smu);
     }
     return NULL;
 }
@@ -447,11 +447,6 @@ static void *writer_main(void *arg)
             }
         }
         if (later) {
-            size_t k = 0;
-            for (struct srv_wreq *x = later; x; x = x->next) {
-                k++;
-            }
-            atomic_store_explicit(&s->s_batch, k, memory_order_release);
             syncer_hand(s, later, seq ? seq : log_committed_seq(s->log),
                         log_committed_head(s->log));
         }
