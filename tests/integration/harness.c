@@ -160,6 +160,14 @@ an_client *h_client(const struct harness *h)
 {
     an_client *c = NULL;
     cr_assert_eq(an_connect(h->addr, NULL, &c), 0);
+    for (int i = 0; i < 250; i++) {
+        bool serving = false;
+        if (an_health(c, &serving, NULL) == 0 && serving) {
+            break;
+        }
+        struct timespec t = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
     return c;
 }
 

@@ -35,7 +35,11 @@ void h_kill(struct harness *h);
 /* Stops if running, closes the client, removes the temp dir. */
 void h_cleanup(struct harness *h);
 
-/* A fresh client of the running server (caller closes). */
+/* A fresh client of the running server (caller closes), returned once a
+ * health check over it has answered (up to 5 s), so that a test's first
+ * call does not meet a connection still being made: a connect that fails
+ * once puts gRPC's channel in a backoff that the client's quick retries
+ * can use up (seen twice under meson right after a build, not explained). */
 an_client *h_client(const struct harness *h);
 
 /* Runs annalsd with args (NULL-terminated) to its end and returns its exit
