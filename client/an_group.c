@@ -287,16 +287,25 @@ static int join_call(an_consumer *k)
     if (!k->call) return AN_EINTERNAL;
     grpc_byte_buffer *bb = an__pack(&req.base);
     if (!bb) return AN_ENOMEM;
-    grpc_op ops[3];
+    /* The join is a send like the settles after it: gRPC core takes the
+     * next SEND_MESSAGE only once the batch that carried this one has
+     * completed, so the join goes in the TAG_SEND batch (which
+     * send_settles waits for), not with RECV_INITIAL_METADATA, whose batch
+     * may complete after the first deliveries are in. */
+    grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     an__ep_md(k->lease.ep, &ops[0]);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
-    ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[2].data.recv_initial_metadata.recv_initial_metadata = &k->md_initial;
-    bool ok = k_start(k, ops, 3, TAG_START);
+    bool ok = k_start(k, ops, 2, TAG_SEND);
     grpc_byte_buffer_destroy(bb);
+    if (ok) {
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[0].data.recv_initial_metadata.recv_initial_metadata = &k->md_initial;
+        ok = k_start(k, ops, 1, TAG_START);
+    }
     return ok ? 0 : AN_EINTERNAL;
 }
 
@@ -398,8 +407,9 @@ static int send_settles(an_consumer *k)
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_SEND_MESSAGE;
     op.data.send_message.send_message = bb;
-    k_start(k, &op, 1, TAG_SEND); /* a failure shows as the call's end */
+    bool ok = k_start(k, &op, 1, TAG_SEND);
     grpc_byte_buffer_destroy(bb);
+    if (!ok) return AN_EINTERNAL; /* kept: they go with the next flush */
     settles_clear(k);
     return 0;
 }
