@@ -231,6 +231,23 @@ struct srv_fanout {
     struct srv_wave_msg wave;   /* this thread's last live message */
 };
 
+/* The catch-up thread: subscriptions far behind the head (history to
+ * replay, or a subscriber that fell behind) wait here for their next
+ * message instead of being pumped on a CQ thread, and it pumps them in
+ * turn at a low priority, so a crowd replaying the log cannot take the
+ * cores from the appends (srv_sub.c). */
+struct srv_catchup {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct srv_call *head;      /* FIFO through sub.next */
+    struct srv_call *tail;
+    size_t n;
+    bool stop;
+    bool running;
+    pthread_t thread;
+    log_reader *rd;
+};
+
 /* ---- view queries (srv_proj.c) ---- */
 
 /* A GetView/ScanView call: what it asks, and its place on the view-waiter
@@ -408,6 +425,7 @@ struct srv {
 
     /* subscriptions (srv_sub.c) */
     struct srv_fanout *fans;    /* one per CQ thread */
+    struct srv_catchup catchup;
     atomic_ullong sub_hint;     /* the head last published to the fans */
     atomic_uint sub_active;     /* Subscribe calls open */
     pthread_mutex_t sel_mu;     /* the distinct selections of subscriptions */
@@ -532,6 +550,8 @@ void srv_sub_free(struct srv *s);
 void srv_sub_notify(struct srv *s);
 /* Subscribe calls open. */
 unsigned srv_sub_active(const struct srv *s);
+/* Subscriptions waiting for the catch-up thread. */
+size_t srv_sub_catching_up(struct srv *s);
 /* A Subscribe request's shape (what srv_sub_begin checks first): 0, or
  * AN_EINVAL with detail (LOG_DETAIL_MAX) naming the field. Pure; any
  * thread (tests/fuzz/fuzz_rpc_request.c drives it). */

@@ -11,7 +11,15 @@
  * other where an event could be lost or sent twice.
  *
  * Whoever has a subscription moves it on (sub_pump): the CQ thread when
- * its send completes, or a fan-out thread after waking it. When nothing
+ * its send completes, or a fan-out thread after waking it; but one more
+ * than CATCHUP_LAG positions behind the head (history to replay, or a
+ * subscriber that fell behind) is handed to the catch-up thread, which
+ * pumps those in turn at a low priority (nice CATCHUP_NICE). Replaying is
+ * mostly copies into sockets, as much as each client's flow-control
+ * window takes (4 MiB per connection for libannals): a thousand
+ * subscribers starting from the beginning made it gigabytes, and on the
+ * CQ threads that starved the appends past their deadlines. On the
+ * catch-up thread the replay takes what the appends leave. When nothing
  * is left to read up to the head, it parks: it goes on the list of its
  * CQ thread's fan-out (under that fan-out's mu, after checking once more
  * that the head has not moved), and the thread lets go of it. The writer,
@@ -53,11 +61,16 @@
  */
 #include "srv_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define SCAN_MAX (16u << 10)    /* positions one read looks at */
+#define CATCHUP_LAG 4096u       /* positions behind the head: catching up */
+#define CATCHUP_NICE 10         /* the catch-up thread's nice value */
 #define CKPT_SCAN 10000u        /* positions between checkpoints, at most */
 #define CKPT_MS 1000            /* and at most this long while the log moves */
 
@@ -390,6 +403,88 @@ static void sub_pump(struct srv_call *c, log_reader *rd, struct srv_wave_msg *wa
         }
         free(b.buf);
     }
+}
+
+/* ---- the catch-up thread ---- */
+
+/* Hands c to the catch-up thread. false: it is stopping (pump c here). */
+static bool catchup_put(struct srv *s, struct srv_call *c)
+{
+    struct srv_catchup *u = &s->catchup;
+    pthread_mutex_lock(&u->mu);
+    bool ok = u->running && !u->stop;
+    if (ok) {
+        c->sub.next = NULL;
+        if (u->tail) {
+            u->tail->sub.next = c;
+        } else {
+            u->head = c;
+        }
+        u->tail = c;
+        u->n++;
+        pthread_cond_signal(&u->cond);
+    }
+    pthread_mutex_unlock(&u->mu);
+    return ok;
+}
+
+/* The next message of c, from a CQ thread that has it: pumped here while c
+ * keeps up with the head, else by the catch-up thread. */
+static void sub_next(struct srv_call *c)
+{
+    struct srv_sub *sb = &c->sub;
+    uint64_t head = log_head(c->srv->log);
+    if (head > sb->scanned + CATCHUP_LAG && !atomic_load(&c->closed) &&
+        catchup_put(c->srv, c)) {
+        return;
+    }
+    sub_pump(c, c->q->rd, NULL);
+}
+
+/* Pumps the subscriptions behind, one message each in turn (each comes
+ * back through sub_next when its send completes). It runs at a low
+ * priority: when the cores are busy with appends, the replay waits, and a
+ * thousand subscribers replaying the log cost the writers a little, not
+ * the cores (the sends' copies into the sockets are most of the cost, and
+ * they happen on the thread that starts the send). */
+static void *catchup_main(void *arg)
+{
+    struct srv *s = arg;
+    struct srv_catchup *u = &s->catchup;
+    pthread_setname_np(pthread_self(), "an-catchup");
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), CATCHUP_NICE) != 0) {
+        say_warn("sub", "msg=\"cannot lower the catch-up thread's priority\" err=\"%s\"",
+                 strerror(errno));
+    }
+    pthread_mutex_lock(&u->mu);
+    for (;;) {
+        while (!u->stop && !u->head) {
+            pthread_cond_wait(&u->cond, &u->mu);
+        }
+        if (u->stop) {
+            break;
+        }
+        struct srv_call *c = u->head;
+        u->head = c->sub.next;
+        if (!u->head) {
+            u->tail = NULL;
+        }
+        u->n--;
+        c->sub.next = NULL;
+        pthread_mutex_unlock(&u->mu);
+        sub_pump(c, u->rd, NULL);
+        pthread_mutex_lock(&u->mu);
+    }
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+size_t srv_sub_catching_up(struct srv *s)
+{
+    pthread_mutex_lock(&s->catchup.mu);
+    size_t n = s->catchup.n;
+    pthread_mutex_unlock(&s->catchup.mu);
+    return n;
 }
 
 /* ---- the fan-out thread ---- */
@@ -756,11 +851,22 @@ void srv_sub_notify(struct srv *s)
 
 int srv_sub_start(struct srv *s)
 {
+    struct srv_catchup *u = &s->catchup;
     pthread_mutex_init(&s->sel_mu, NULL);
+    pthread_mutex_init(&u->mu, NULL);
+    pthread_cond_init(&u->cond, NULL);
     s->fans = calloc(s->n_cqs, sizeof(*s->fans));
     if (!s->fans) {
         return AN_ENOMEM;
     }
+    int crc = log_reader_open(s->log, &u->rd);
+    if (!crc && pthread_create(&u->thread, NULL, catchup_main, s)) {
+        crc = AN_EINTERNAL;
+    }
+    if (crc) {
+        return crc;
+    }
+    u->running = true;
     uint64_t head = log_head(s->log);
     atomic_store(&s->sub_hint, head);
     for (unsigned i = 0; i < s->n_cqs; i++) {
@@ -784,6 +890,26 @@ int srv_sub_start(struct srv *s)
 
 void srv_sub_stop(struct srv *s)
 {
+    struct srv_catchup *u = &s->catchup;
+    if (u->running) {
+        pthread_mutex_lock(&u->mu);
+        u->stop = true;
+        pthread_cond_signal(&u->cond);
+        pthread_mutex_unlock(&u->mu);
+        pthread_join(u->thread, NULL);
+        pthread_mutex_lock(&u->mu);
+        u->running = false;
+        struct srv_call *take = u->head;
+        u->head = u->tail = NULL;
+        u->n = 0;
+        pthread_mutex_unlock(&u->mu);
+        while (take) {
+            struct srv_call *c = take;
+            take = c->sub.next;
+            c->sub.next = NULL;
+            sub_end(c, AN_EUNAVAIL, "the server is shutting down");
+        }
+    }
     for (unsigned i = 0; s->fans && i < s->n_cqs; i++) {
         struct srv_fanout *f = &s->fans[i];
         if (!f->running) {
@@ -818,6 +944,13 @@ void srv_sub_stop(struct srv *s)
 
 void srv_sub_free(struct srv *s)
 {
+    if (s->fans) {
+        /* started: the catch-up thread's parts exist */
+        log_reader_close(s->catchup.rd);
+        s->catchup.rd = NULL;
+        pthread_mutex_destroy(&s->catchup.mu);
+        pthread_cond_destroy(&s->catchup.cond);
+    }
     for (unsigned i = 0; s->fans && i < s->n_cqs; i++) {
         struct srv_fanout *f = &s->fans[i];
         log_reader_close(f->rd);
@@ -935,7 +1068,7 @@ void srv_sub_begin(struct srv_call *c)
     }
     sb->sel = sel_get(s, sb);
     say_debug("sub", "msg=\"subscription started\" active=%u", srv_sub_active(s));
-    sub_pump(c, c->q->rd, NULL);
+    sub_next(c);
 }
 
 void srv_sub_on_write(struct srv_call *c, bool ok)
@@ -944,7 +1077,7 @@ void srv_sub_on_write(struct srv_call *c, bool ok)
         sub_end(c, AN_ECANCELLED, "the client went away");
         return;
     }
-    sub_pump(c, c->q->rd, NULL);
+    sub_next(c);
 }
 
 void srv_sub_on_close(struct srv_call *c)

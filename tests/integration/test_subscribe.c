@@ -492,6 +492,77 @@ Test(subscribe, two_hundred_subscriptions_with_mixed_filters_each_get_the_exact_
     }
 }
 
+/* ---- far behind: the catch-up thread ---- */
+
+#define N_FAR 24
+
+/* Subscriptions that start thousands of positions behind the head (more
+ * than the server's catch-up threshold, 4096) are moved on by its
+ * catch-up thread until they reach the head, then live like the others:
+ * each still gets exactly its filtered sequence, history and live, with
+ * one caught_up, while a writer appends all along. */
+Test(subscribe, subscriptions_far_behind_catch_up_and_get_the_exact_sequence, .timeout = 120)
+{
+    static const char *prefix = "fa-";
+    static const char *type = "T1";
+    append_n(h.client, "fa-0", "T0", 6000, 64);
+    append_n(h.client, "fb-0", "T1", 6000, 64);
+    an_client *c2 = h_client(&h);
+    struct consumer k[N_FAR];
+    for (int i = 0; i < N_FAR; i++) {
+        struct an_subscribe_opts o = {0};
+        switch (i % 4) {
+        case 1:
+            o.stream_prefixes = &prefix;
+            o.n_stream_prefixes = 1;
+            break;
+        case 2:
+            o.event_types = &type;
+            o.n_event_types = 1;
+            break;
+        case 3:
+            o.stream = "fb-0";
+            break;
+        default:
+            break;
+        }
+        consumer_open(i % 2 ? c2 : h.client, &o, &k[i]);
+    }
+    struct writer w = {.addr = h.addr, .prefix = "f", .nstreams = 4, .appends = 600,
+                       .pause_every = 20};
+    pthread_t wt;
+    cr_assert_eq(pthread_create(&wt, NULL, writer_main, &w), 0);
+    /* read while the writer writes, round-robin, a slice each */
+    while (pthread_tryjoin_np(wt, NULL) != 0) {
+        for (int i = 0; i < N_FAR; i++) {
+            consume(&k[i], 0, k[i].got.n + 200);
+        }
+        sleep_ms(1);
+    }
+    cr_assert_eq(w.failed, 0);
+
+    struct seq want[4] = {{0}};
+    read_all_seq(h.client, NULL, NULL, 0, &want[0]);
+    read_all_seq(h.client, prefix, NULL, 0, &want[1]);
+    read_all_seq(h.client, NULL, type, 0, &want[2]);
+    read_stream_seq(h.client, "fb-0", &want[3]);
+    cr_assert_gt(want[0].n, 12000);
+    for (int i = 0; i < N_FAR; i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "subscription %d (kind %d)", i, i % 4);
+        consume_until(&k[i], want[i % 4].n, 60000);
+        consume(&k[i], 50, SIZE_MAX);
+        cr_assert_eq(k[i].rc, 0, "%s ended: %s", what, an_errname(k[i].rc));
+        seq_assert_eq(&k[i].got, &want[i % 4], what);
+        cr_assert_eq(k[i].caught_up, 1, "%s", what);
+        consumer_close(&k[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        seq_free(&want[i]);
+    }
+    an_close(c2);
+}
+
 /* ---- a stalled subscriber ---- */
 
 /* Under ASan the server's RSS says little: freed memory sits in ASan's
