@@ -333,10 +333,29 @@ static bool add_stream(void *arg, const char *name, size_t len, const struct log
     return true;
 }
 
+/* A limit of /api/streams: 1..4 decimal digits, 1..1000 (absent: 100). */
+static bool limit_parse(const char *lim, unsigned *out)
+{
+    if (!lim) {
+        *out = 100;
+        return true;
+    }
+    unsigned v = 0;
+    size_t i = 0;
+    for (; i < 4 && lim[i] >= '0' && lim[i] <= '9'; i++) {
+        v = v * 10 + (unsigned)(lim[i] - '0');
+    }
+    if (i == 0 || lim[i] || v < 1 || v > 1000) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 static json_t *streams(struct srv *s, const struct srv_http_req *q, unsigned *status)
 {
-    long limit = q->limit ? strtol(q->limit, NULL, 10) : 100;
-    if (limit < 1 || limit > 1000) {
+    unsigned limit;
+    if (!limit_parse(q->limit, &limit)) {
         *status = MHD_HTTP_BAD_REQUEST;
         return json_pack("{s:s}", "error", "limit: want 1..1000");
     }
@@ -347,7 +366,7 @@ static json_t *streams(struct srv *s, const struct srv_http_req *q, unsigned *st
     pthread_mutex_lock(&s->http_mu);
     int rc = log_reader_begin(s->http_rd);
     if (!rc) {
-        rc = log_list_streams(s->http_rd, prefix, after, (unsigned)limit, add_stream, arr, &more);
+        rc = log_list_streams(s->http_rd, prefix, after, limit, add_stream, arr, &more);
         log_reader_end(s->http_rd);
     }
     pthread_mutex_unlock(&s->http_mu);
