@@ -197,8 +197,6 @@ int proj__cat_decode(proj_mgr *mgr, const void *key, size_t klen, const void *va
     char why[PROJ_DETAIL_MAX] = "";
     struct proj *p = NULL;
     uint8_t *packed = NULL;
-    (void)key;
-    (void)klen;
     if (vlen < PROJ__CAT_HDR) {
         proj__detail(detail, "%zu bytes, not even the %u of its generations", vlen,
                      PROJ__CAT_HDR);
@@ -219,6 +217,20 @@ int proj__cat_decode(proj_mgr *mgr, const void *key, size_t klen, const void *va
     }
     uint64_t cur = proj__be64_get(val);
     uint64_t next = proj__be64_get((const uint8_t *)val + 8);
+    const char *bad = NULL;
+    if (strlen(p->name) != klen || memcmp(p->name, key, klen) != 0) {
+        bad = "its definition names another projection";
+    } else if (cur == 0 || cur >= PROJ__GEN_LIMIT || next >= PROJ__GEN_LIMIT) {
+        bad = "a generation out of range";
+    } else if (next == cur) {
+        bad = "its rebuild is its current view";
+    }
+    if (bad) {
+        proj__detail(detail, "%s (generations %llu, %llu)", bad, (unsigned long long)cur,
+                     (unsigned long long)next);
+        proj__release(p);
+        return AN_ECORRUPT;
+    }
     p->gen_cur = cur;
     p->gen_next = next;
     *out = p;
