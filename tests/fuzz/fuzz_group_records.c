@@ -15,7 +15,8 @@
  *
  * No input may crash; a record refused, or a start refused, names why;
  * a definition the decoder accepts has the key as its name; a start that
- * succeeds had only definitions that decode, and lists each once.
+ * succeeds had only definitions that decode (of those LMDB kept: the last
+ * record of each key), and lists each once.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -56,13 +57,27 @@ static void need_detail(int rc, const char *detail)
     }
 }
 
-/* Each record alone. Returns how many definitions decoded. */
+/* Whether record i is the last of its table with its key (the one LMDB
+ * keeps). */
+static bool last_of_key(const struct fsrv_rec *r, size_t n, size_t i)
+{
+    for (size_t j = i + 1; j < n; j++) {
+        if (r[j].table == r[i].table && r[j].klen == r[i].klen &&
+            !memcmp(r[j].key, r[i].key, r[i].klen)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Each record alone. Returns how many of the definitions kept decoded. */
 static size_t decode_each(const struct fsrv_rec *r, size_t n, bool *all_defs_ok)
 {
     static struct srv_groups gs; /* srv__group_new only keeps the pointer */
     size_t ok = 0;
     *all_defs_ok = true;
     for (size_t i = 0; i < n; i++) {
+        bool kept = last_of_key(r, n, i);
         char detail[LOG_DETAIL_MAX] = "";
         int rc;
         if (r[i].table == 0) {
@@ -73,8 +88,8 @@ static size_t decode_each(const struct fsrv_rec *r, size_t n, bool *all_defs_ok)
                     __builtin_trap(); /* accepted under another name */
                 }
                 srv__group_unref(g);
-                ok++;
-            } else {
+                ok += kept;
+            } else if (kept) {
                 *all_defs_ok = false;
             }
         } else if (r[i].table == 1) {
