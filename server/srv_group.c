@@ -1190,10 +1190,32 @@ int srv__drop_records(struct srv_groups *gs, const char *name)
 
 /* ---- loading at start: the records read back ---- */
 
-/* A record's key for a log line or a detail: printable, cut at 80. */
+/* A record's key for a log line or a detail: bytes outside [A-Za-z0-9_.-]
+ * as %XX (so no quote, space or '=' of the key can pass for the line's
+ * own), cut at about 80 with "...". */
 static void key_text(char *out, size_t cap, const void *key, size_t len)
 {
-    log_percent_encode(out, cap < 84 ? cap : 84, key, len);
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *k = key;
+    size_t o = 0;
+    size_t max = cap < 84 ? cap : 84;
+    for (size_t i = 0; i < len; i++) {
+        bool plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+                     (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '-' || k[i] == '.';
+        if (o + (plain ? 1 : 3) + 4 > max) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)k[i];
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[k[i] >> 4];
+            out[o++] = hex[k[i] & 15];
+        }
+    }
+    out[o] = '\0';
 }
 
 int srv__group_decode_def(struct srv_groups *gs, const void *key, size_t klen, const void *val,
