@@ -63,7 +63,8 @@ build() {
 # decoder. A crash fails the run and leaves its input in build-fuzz/
 # (crash-*).
 FUZZ_TARGETS=(fuzz_event_peek fuzz_append_request fuzz_proj_def fuzz_auth_file fuzz_group_def
-              fuzz_rpc_request fuzz_proj_fold fuzz_config fuzz_authorize)
+              fuzz_rpc_request fuzz_proj_fold fuzz_config fuzz_authorize
+              fuzz_http_request fuzz_group_records fuzz_proj_catalog)
 fuzz_smoke() {
   local dir=build-fuzz t corpus seeds quiet
   if [ ! -f "$dir/build.ninja" ]; then

@@ -191,6 +191,21 @@ struct proj_mgr {
 
 /* ---- the catalog (proj_mgr.c) ---- */
 
+/* Generations are 1.. below this (a rebuild takes the highest plus one). */
+#define PROJ__GEN_LIMIT (1ull << 62)
+
+/*
+ * One catalog entry read back (key: the name; value: be64 current
+ * generation, be64 rebuild generation or 0, the packed definition) as a
+ * new projection with one reference, no view open and no worker. Nothing
+ * is trusted: 0, or AN_ECORRUPT with detail (PROJ_DETAIL_MAX) when the
+ * value is short, the definition does not decode or is not valid, names
+ * another projection, or the generations are out of range or equal;
+ * AN_ENOMEM. tests/fuzz/fuzz_proj_catalog.c drives it.
+ */
+int proj__cat_decode(proj_mgr *mgr, const void *key, size_t klen, const void *val, size_t vlen,
+                     struct proj **out, char *detail);
+
 /* Sets NAME's generations in the catalog (synced). 0 or an AN_E* code. */
 int proj__cat_set_gens(proj_mgr *mgr, struct proj *p, uint64_t cur, uint64_t next,
                        char *detail);

@@ -50,8 +50,11 @@ void proj__release(struct proj *p)
     free(p);
 }
 
-/* A projection from its packed definition (taken over on success). */
-static int proj_new(proj_mgr *mgr, uint8_t *packed, size_t len, struct proj **out)
+/* A projection from its packed definition (taken over on success).
+ * AN_ECORRUPT (detail, optional, says why) when it does not decode or is
+ * not valid. */
+static int proj_new(proj_mgr *mgr, uint8_t *packed, size_t len, struct proj **out,
+                    char *detail)
 {
     struct proj *p = calloc(1, sizeof(*p));
     if (!p) {
@@ -60,9 +63,10 @@ static int proj_new(proj_mgr *mgr, uint8_t *packed, size_t len, struct proj **ou
     p->def = annals__v1__projection_definition__unpack(NULL, len, packed);
     if (!p->def) {
         free(p);
+        proj__detail(detail, "its definition (%zu bytes) does not decode", len);
         return AN_ECORRUPT;
     }
-    if (proj_validate(p->def, NULL) != 0) {
+    if (proj_validate(p->def, detail) != 0) {
         annals__v1__projection_definition__free_unpacked(p->def, NULL);
         free(p);
         return AN_ECORRUPT;
@@ -187,7 +191,82 @@ static void list_add(proj_mgr *mgr, struct proj *p)
     pthread_mutex_unlock(&mgr->mu);
 }
 
-/* Reads every catalog entry into the list (no views opened yet). */
+/* A catalog key for a log line: bytes outside [A-Za-z0-9_.-] as %XX (so
+ * no quote, space or '=' of the key can pass for the line's own), cut at
+ * about 80 with "...". */
+static void key_text(char *out, size_t cap, const void *key, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *k = key;
+    size_t o = 0;
+    size_t max = cap < 84 ? cap : 84;
+    for (size_t i = 0; i < len; i++) {
+        bool plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+                     (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '-' || k[i] == '.';
+        if (o + (plain ? 1 : 3) + 4 > max) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)k[i];
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[k[i] >> 4];
+            out[o++] = hex[k[i] & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+int proj__cat_decode(proj_mgr *mgr, const void *key, size_t klen, const void *val, size_t vlen,
+                     struct proj **out, char *detail)
+{
+    char why[PROJ_DETAIL_MAX] = "";
+    struct proj *p = NULL;
+    uint8_t *packed = NULL;
+    if (vlen < PROJ__CAT_HDR) {
+        proj__detail(detail, "%zu bytes, not even the %u of its generations", vlen,
+                     PROJ__CAT_HDR);
+        return AN_ECORRUPT;
+    }
+    size_t len = vlen - PROJ__CAT_HDR;
+    if (!(packed = malloc(len ? len : 1))) {
+        return AN_ENOMEM;
+    }
+    memcpy(packed, (const uint8_t *)val + PROJ__CAT_HDR, len);
+    int rc = proj_new(mgr, packed, len, &p, why);
+    if (rc) {
+        free(packed);
+        if (rc == AN_ECORRUPT) {
+            proj__detail(detail, "%.200s", why);
+        }
+        return rc;
+    }
+    uint64_t cur = proj__be64_get(val);
+    uint64_t next = proj__be64_get((const uint8_t *)val + 8);
+    const char *bad = NULL;
+    if (strlen(p->name) != klen || memcmp(p->name, key, klen) != 0) {
+        bad = "its definition names another projection";
+    } else if (cur == 0 || cur >= PROJ__GEN_LIMIT || next >= PROJ__GEN_LIMIT) {
+        bad = "a generation out of range";
+    } else if (next == cur) {
+        bad = "its rebuild is its current view";
+    }
+    if (bad) {
+        proj__detail(detail, "%s (generations %llu, %llu)", bad, (unsigned long long)cur,
+                     (unsigned long long)next);
+        proj__release(p);
+        return AN_ECORRUPT;
+    }
+    p->gen_cur = cur;
+    p->gen_next = next;
+    *out = p;
+    return 0;
+}
+
+/* Reads every catalog entry into the list (no views opened yet). An entry
+ * that does not decode is skipped, logged with its key and the reason. */
 static int cat_load(proj_mgr *mgr, char *detail)
 {
     MDB_txn *txn = NULL;
@@ -205,24 +284,16 @@ static int cat_load(proj_mgr *mgr, char *detail)
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         struct proj *p = NULL;
-        uint8_t *packed = NULL;
-        size_t len = v.mv_size - PROJ__CAT_HDR;
-        if (v.mv_size < PROJ__CAT_HDR || !(packed = malloc(len ? len : 1))) {
-            free(packed);
-            proj__say(mgr, PROJ_LOG_ERROR, "msg=\"catalog entry skipped\" bytes=%zu",
-                      v.mv_size);
-            continue;
-        }
-        memcpy(packed, (const uint8_t *)v.mv_data + PROJ__CAT_HDR, len);
-        int prc = proj_new(mgr, packed, len, &p);
+        char why[PROJ_DETAIL_MAX] = "";
+        int prc = proj__cat_decode(mgr, k.mv_data, k.mv_size, v.mv_data, v.mv_size, &p, why);
         if (prc) {
-            free(packed);
-            proj__say(mgr, PROJ_LOG_ERROR, "msg=\"catalog entry skipped\" err=%s",
-                      an_errname(prc));
+            char name[96];
+            key_text(name, sizeof(name), k.mv_data, k.mv_size);
+            proj__say(mgr, PROJ_LOG_ERROR,
+                      "msg=\"catalog entry skipped\" proj=%s bytes=%zu err=%s detail=\"%s\"",
+                      name, v.mv_size, an_errname(prc), why);
             continue;
         }
-        p->gen_cur = proj__be64_get(v.mv_data);
-        p->gen_next = proj__be64_get((const uint8_t *)v.mv_data + 8);
         list_add(mgr, p);
     }
     if (rc != MDB_NOTFOUND) {
@@ -616,7 +687,7 @@ static int create_locked(proj_mgr *mgr, const Annals__V1__ProjectionDefinition *
         proj__detail(detail, "projections: %u already, the limit", mgr->n);
         return AN_ETOOBIG;
     }
-    rc = proj_new(mgr, packed, len, &p);
+    rc = proj_new(mgr, packed, len, &p, NULL);
     if (rc) {
         free(packed);
         return rc;

@@ -53,6 +53,7 @@
  */
 #include "srv_group_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -1187,90 +1188,227 @@ int srv__drop_records(struct srv_groups *gs, const char *name)
     return srv__mdb_code(mdb_txn_commit(txn));
 }
 
-/* ---- loading at start ---- */
+/* ---- loading at start: the records read back ---- */
 
-static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_val *k,
-                      MDB_val *v)
+/* A record's key for a log line or a detail: bytes outside [A-Za-z0-9_.-]
+ * as %XX (so no quote, space or '=' of the key can pass for the line's
+ * own), cut at about 80 with "...". */
+static void key_text(char *out, size_t cap, const void *key, size_t len)
 {
-    uint8_t *bytes = malloc(v->mv_size ? v->mv_size : 1);
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *k = key;
+    size_t o = 0;
+    size_t max = cap < 84 ? cap : 84;
+    for (size_t i = 0; i < len; i++) {
+        bool plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+                     (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '-' || k[i] == '.';
+        if (o + (plain ? 1 : 3) + 4 > max) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)k[i];
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[k[i] >> 4];
+            out[o++] = hex[k[i] & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+int srv__group_decode_def(struct srv_groups *gs, const void *key, size_t klen, const void *val,
+                          size_t vlen, struct srv_group **out, char *detail)
+{
+    char kt[96];
+    char why[LOG_DETAIL_MAX] = "";
+    key_text(kt, sizeof(kt), key, klen);
+    Annals__V1__ConsumerGroup *d = annals__v1__consumer_group__unpack(NULL, vlen, val);
+    if (!d) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its definition (%zu bytes) does not decode",
+                 kt, vlen);
+        return AN_ECORRUPT;
+    }
+    int rc = srv_group_check_def(d, why);
+    bool named = strlen(d->name) == klen && memcmp(d->name, key, klen) == 0;
+    annals__v1__consumer_group__free_unpacked(d, NULL);
+    if (rc) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its definition is not valid: %.120s", kt,
+                 why);
+        return AN_ECORRUPT;
+    }
+    if (!named) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its definition names another group", kt);
+        return AN_ECORRUPT;
+    }
+    uint8_t *bytes = malloc(vlen ? vlen : 1);
     if (!bytes) {
         return AN_ENOMEM;
     }
-    memcpy(bytes, v->mv_data, v->mv_size);
+    memcpy(bytes, val, vlen);
+    return srv__group_new(gs, bytes, vlen, out);
+}
+
+int srv__group_decode_state(const char *name, const void *val, size_t vlen,
+                            struct gstate_rec *out, char *detail)
+{
+    if (vlen != sizeof(*out)) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its state record has %zu bytes, not %zu",
+                 name, vlen, sizeof(*out));
+        return AN_ECORRUPT;
+    }
+    memcpy(out, val, sizeof(*out)); /* LMDB values are not aligned */
+    return 0;
+}
+
+int srv__group_decode_mark(const char *name, uint64_t checkpoint, const void *key, size_t klen,
+                           const void *val, size_t vlen, struct gmark *out, char *detail)
+{
+    size_t plen = strlen(name) + 1;
+    struct gmark m;
+    assert(klen >= plen && memcmp(key, name, plen) == 0);
+    if (klen != plen + 8 || vlen != sizeof(m)) {
+        snprintf(detail, LOG_DETAIL_MAX,
+                 "group '%s': a mark of %zu+%zu bytes, not %zu+%zu (key, value)", name, klen,
+                 vlen, plen + 8, sizeof(m));
+        return AN_ECORRUPT;
+    }
+    memcpy(&m, val, sizeof(m));
+    uint64_t pos = mark_pos(key, klen);
+    const char *bad = NULL;
+    if (pos == 0) {
+        bad = "position 0";
+    } else if (m.pos != pos) {
+        bad = "its value is of another position";
+    } else if (m.flags & ~(MARK_SETTLED | MARK_REPLAY)) {
+        bad = "unknown flags";
+    } else if ((m.flags & MARK_REPLAY) && (m.flags & MARK_SETTLED)) {
+        bad = "a replayed event marked settled";
+    } else if ((m.flags & MARK_REPLAY) && pos > checkpoint) {
+        bad = "a replayed event above the checkpoint";
+    }
+    if (bad) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': the mark of position %llu: %s (flags %#x)",
+                 name, (unsigned long long)pos, bad, (unsigned)m.flags);
+        return AN_ECORRUPT;
+    }
+    *out = m;
+    return 0;
+}
+
+/* One mark loaded into g: a replayed event becomes an entry now, the rest
+ * wait for the scan (began: rd has a snapshot). */
+static int load_mark(struct srv_group *g, log_reader *rd, bool began, const struct gmark *m)
+{
+    if (m->flags & MARK_REPLAY) {
+        struct srv_gentry *e = calloc(1, sizeof(*e));
+        struct log_event ev;
+        if (!e) {
+            return AN_ENOMEM;
+        }
+        e->pos = m->pos;
+        e->attempts = m->attempts;
+        e->hidx = UINT32_MAX;
+        e->state = GE_READY;
+        if (g->ordered && began && log_get_event(rd, m->pos, &ev) == 0 &&
+            !stream_link(g, e, ev.stream, ev.stream_len)) {
+            free(e);
+            return AN_ENOMEM;
+        }
+        if (!rep_insert(g, e)) {
+            stream_advance(g, e);
+            free(e);
+            return AN_ENOMEM;
+        }
+        if (e->state == GE_READY) {
+            heap_push(g, e);
+        }
+    } else if (m->pos > g->checkpoint) {
+        if (g->n_lm == g->cap_lm) {
+            size_t nc = g->cap_lm ? g->cap_lm * 2 : 16;
+            struct gmark *lm = realloc(g->lm, nc * sizeof(*lm));
+            if (!lm) {
+                return AN_ENOMEM;
+            }
+            g->lm = lm;
+            g->cap_lm = nc;
+        }
+        g->lm[g->n_lm++] = *m;
+    }
+    return 0;
+}
+
+/* One group from its records: the definition (k, v), its state and its
+ * marks. 0, or an AN_E* code with detail naming the group and the record. */
+static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_val *k,
+                      MDB_val *v, char *detail)
+{
     struct srv_group *g;
-    int rc = srv__group_new(gs, bytes, v->mv_size, &g);
+    int rc = srv__group_decode_def(gs, k->mv_data, k->mv_size, v->mv_data, v->mv_size, &g,
+                                   detail);
     if (rc) {
-        say_error("groups", "msg=\"a stored definition does not decode\" name=%.*s",
-                  (int)k->mv_size, (const char *)k->mv_data);
         return rc;
     }
     MDB_val sv;
-    if (mdb_get(txn, gs->state, k, &sv) == 0 && sv.mv_size == sizeof(struct gstate_rec)) {
+    int r = mdb_get(txn, gs->state, k, &sv);
+    if (r == 0) {
         struct gstate_rec st;
-        memcpy(&st, sv.mv_data, sizeof(st));
+        if ((rc = srv__group_decode_state(g->name, sv.mv_data, sv.mv_size, &st, detail))) {
+            goto out_unref;
+        }
         g->checkpoint = g->scanned = g->ckpt_stored = st.checkpoint;
         g->delivered = st.delivered;
         g->acked = st.acked;
         g->redelivered = st.redelivered;
         g->parked = st.parked;
+    } else if (r != MDB_NOTFOUND) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its state: %s", g->name, mdb_strerror(r));
+        rc = srv__mdb_code(r);
+        goto out_unref;
     }
-    /* the marks: replayed ones become entries now, the rest wait for the scan */
     MDB_cursor *cur;
-    rc = srv__mdb_code(mdb_cursor_open(txn, gs->marks, &cur));
+    if ((r = mdb_cursor_open(txn, gs->marks, &cur))) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its marks: %s", g->name, mdb_strerror(r));
+        rc = srv__mdb_code(r);
+        goto out_unref;
+    }
     uint8_t kb[96];
     size_t plen = strlen(g->name) + 1;
     MDB_val mk = {mark_key(kb, g->name, 0), kb}, mv;
-    int r = rc ? MDB_NOTFOUND : mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
-    bool began = !rc && log_reader_begin(rd) == 0;
-    while (!rc && r == 0 && mk.mv_size == plen + 8 && memcmp(mk.mv_data, kb, plen) == 0) {
+    bool began = log_reader_begin(rd) == 0;
+    r = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
+    while (!rc && r == 0 && mk.mv_size >= plen && memcmp(mk.mv_data, kb, plen) == 0) {
         struct gmark m;
-        if (mv.mv_size == sizeof(m)) {
-            memcpy(&m, mv.mv_data, sizeof(m));
-            m.pos = mark_pos(mk.mv_data, mk.mv_size);
-            if (m.flags & MARK_REPLAY) {
-                struct srv_gentry *e = calloc(1, sizeof(*e));
-                struct log_event ev;
-                if (!e) {
-                    rc = AN_ENOMEM;
-                    break;
-                }
-                e->pos = m.pos;
-                e->attempts = m.attempts;
-                e->hidx = UINT32_MAX;
-                e->state = GE_READY;
-                if (g->ordered && began && log_get_event(rd, m.pos, &ev) == 0) {
-                    stream_link(g, e, ev.stream, ev.stream_len);
-                }
-                rep_insert(g, e);
-                if (e->state == GE_READY) {
-                    heap_push(g, e);
-                }
-            } else if (m.pos > g->checkpoint) {
-                struct gmark *lm = realloc(g->lm, (g->n_lm + 1) * sizeof(*lm));
-                if (!lm) {
-                    rc = AN_ENOMEM;
-                    break;
-                }
-                g->lm = lm;
-                g->lm[g->n_lm++] = m;
-            }
+        rc = srv__group_decode_mark(g->name, g->checkpoint, mk.mv_data, mk.mv_size, mv.mv_data,
+                                    mv.mv_size, &m, detail);
+        if (!rc) {
+            rc = load_mark(g, rd, began, &m);
         }
-        r = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT);
+        r = rc ? 0 : mdb_cursor_get(cur, &mk, &mv, MDB_NEXT);
+    }
+    if (!rc && r != 0 && r != MDB_NOTFOUND) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': its marks: %s", g->name, mdb_strerror(r));
+        rc = srv__mdb_code(r);
     }
     if (began) {
         log_reader_end(rd);
     }
-    if (!rc) {
-        mdb_cursor_close(cur);
-    }
+    mdb_cursor_close(cur);
     if (rc) {
-        srv__group_unref(g);
-        return rc;
+        goto out_unref;
     }
     g->next = gs->list;
     gs->list = g;
     gs->n++;
     return 0;
+
+out_unref:
+    if (rc == AN_ENOMEM) {
+        snprintf(detail, LOG_DETAIL_MAX, "group '%s': out of memory", g->name);
+    }
+    srv__group_unref(g);
+    return rc;
 }
 
 static int load(struct srv_groups *gs, char *detail)
@@ -1287,12 +1425,19 @@ static int load(struct srv_groups *gs, char *detail)
     int r = rc ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
     int err = rc ? srv__mdb_code(rc) : 0;
     while (!err && r == 0) {
-        if ((err = load_group(gs, txn, gs->rd, &k, &v))) {
-            snprintf(detail, LOG_DETAIL_MAX, "groups: cannot load group '%.*s': %s",
-                     (int)k.mv_size, (const char *)k.mv_data, an_strerror(err));
+        char why[LOG_DETAIL_MAX] = "";
+        if ((err = load_group(gs, txn, gs->rd, &k, &v, why))) {
+            snprintf(detail, LOG_DETAIL_MAX, "groups: cannot load: %s (%s)", why,
+                     an_errname(err));
+            say_error("groups", "msg=\"a stored group does not load\" err=%s detail=\"%s\"",
+                      an_errname(err), why);
             break;
         }
         r = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (!err && r != MDB_NOTFOUND) {
+        snprintf(detail, LOG_DETAIL_MAX, "groups: the definitions: %s", mdb_strerror(r));
+        err = srv__mdb_code(r);
     }
     if (!rc) {
         mdb_cursor_close(cur);

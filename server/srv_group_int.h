@@ -115,7 +115,7 @@ struct srv_group {
     uint64_t ckpt_stored;
     /* marks loaded at start, consulted as the scan passes them */
     struct gmark *lm;
-    size_t n_lm, i_lm;
+    size_t n_lm, cap_lm, i_lm;
 };
 
 struct srv_groups {
@@ -157,6 +157,25 @@ struct srv_group *srv__group_get(struct srv_groups *gs, const char *name);
 void srv__group_unref(struct srv_group *g);
 /* A group from its packed definition (bytes taken). */
 int srv__group_new(struct srv_groups *gs, uint8_t *bytes, size_t len, struct srv_group **out);
+/* The records of DATA/groups read back at start (tests/fuzz/
+ * fuzz_group_records.c drives them). Each returns 0, or AN_ECORRUPT with
+ * detail (LOG_DETAIL_MAX) naming the group and what is wrong, or
+ * AN_ENOMEM; nothing is trusted, out is written only on success.
+ *
+ * defs: key the group's name, value its packed ConsumerGroup, which must
+ * decode, pass CreateGroup's checks and carry the key as its name; *out
+ * is a new group (a copy of the bytes) with one reference. */
+int srv__group_decode_def(struct srv_groups *gs, const void *key, size_t klen, const void *val,
+                          size_t vlen, struct srv_group **out, char *detail);
+/* state: key the name, value a struct gstate_rec in native byte order. */
+int srv__group_decode_state(const char *name, const void *val, size_t vlen,
+                            struct gstate_rec *out, char *detail);
+/* marks: key the name, 0, a big-endian position (>= 1); value a struct
+ * gmark of the same position with flags MARK_SETTLED or MARK_REPLAY (not
+ * both), a replayed one at or below the group's checkpoint. The caller has
+ * checked that the key starts with name and its 0. */
+int srv__group_decode_mark(const char *name, uint64_t checkpoint, const void *key, size_t klen,
+                           const void *val, size_t vlen, struct gmark *out, char *detail);
 /* Stores what every group (or just `only`) has to store, in one commit. */
 void srv__store(struct srv_groups *gs, struct srv_group *only);
 /* Deletes a group's records in one synced commit (under gs->pmu). */

@@ -13,6 +13,11 @@
  * With --auth on, every request needs an admin principal's bearer token
  * (`Authorization: Bearer T`): 401 without a known token, 403 without
  * admin. Nothing here writes; every read takes its own short snapshot.
+ *
+ * srv_http_handle answers a request from its method, path, Authorization
+ * header and query arguments, with no connection (tests/fuzz/
+ * fuzz_http_request.c drives it); the MHD callback only looks those up
+ * and queues the answer.
  */
 #include "srv_int.h"
 
@@ -328,22 +333,40 @@ static bool add_stream(void *arg, const char *name, size_t len, const struct log
     return true;
 }
 
-static json_t *streams(struct srv *s, struct MHD_Connection *conn, int *status)
+/* A limit of /api/streams: 1..4 decimal digits, 1..1000 (absent: 100). */
+static bool limit_parse(const char *lim, unsigned *out)
 {
-    const char *prefix = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "prefix");
-    const char *after = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after");
-    const char *lim = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
-    long limit = lim ? strtol(lim, NULL, 10) : 100;
-    if (limit < 1 || limit > 1000) {
+    if (!lim) {
+        *out = 100;
+        return true;
+    }
+    unsigned v = 0;
+    size_t i = 0;
+    for (; i < 4 && lim[i] >= '0' && lim[i] <= '9'; i++) {
+        v = v * 10 + (unsigned)(lim[i] - '0');
+    }
+    if (i == 0 || lim[i] || v < 1 || v > 1000) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static json_t *streams(struct srv *s, const struct srv_http_req *q, unsigned *status)
+{
+    unsigned limit;
+    if (!limit_parse(q->limit, &limit)) {
         *status = MHD_HTTP_BAD_REQUEST;
         return json_pack("{s:s}", "error", "limit: want 1..1000");
     }
+    const char *prefix = q->prefix;
+    const char *after = q->after;
     json_t *arr = json_array();
     bool more = false;
     pthread_mutex_lock(&s->http_mu);
     int rc = log_reader_begin(s->http_rd);
     if (!rc) {
-        rc = log_list_streams(s->http_rd, prefix, after, (unsigned)limit, add_stream, arr, &more);
+        rc = log_list_streams(s->http_rd, prefix, after, limit, add_stream, arr, &more);
         log_reader_end(s->http_rd);
     }
     pthread_mutex_unlock(&s->http_mu);
@@ -383,31 +406,78 @@ static json_t *projections(struct srv *s)
 
 /* ---- requests ---- */
 
-static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *type,
-                               void *body, size_t len, enum MHD_ResponseMemoryMode mode)
+static void answer(struct srv_http_resp *out, unsigned status, const char *type, char *body,
+                   size_t len, bool owned)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
-    if (!r) {
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", type);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    enum MHD_Result ret = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    *out = (struct srv_http_resp){.status = status, .type = type, .body = body, .len = len,
+                                  .owned = owned};
 }
 
-static enum MHD_Result respond_json(struct MHD_Connection *conn, unsigned status, json_t *j)
+static void answer_static(struct srv_http_resp *out, unsigned status, const char *text)
+{
+    answer(out, status, "text/plain", (char *)text, strlen(text), false);
+}
+
+static void answer_json(struct srv_http_resp *out, unsigned status, json_t *j)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!text) {
-        return respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", (void *)"out of memory\n",
-                       14, MHD_RESPMEM_PERSISTENT);
+        answer_static(out, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        return;
     }
-    return respond(conn, status, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE);
+    answer(out, status, "application/json", text, strlen(text), true);
 }
 
+void srv_http_handle(struct srv *s, const struct srv_http_req *q, struct srv_http_resp *out)
+{
+    const char *url = q->url;
+    if (strcmp(q->method, "GET") != 0 && strcmp(q->method, "HEAD") != 0) {
+        answer_static(out, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET is served here\n");
+        return;
+    }
+    char detail[LOG_DETAIL_MAX] = "";
+    int arc = srv_auth_http(s, q->authorization, url, detail);
+    if (arc) {
+        struct buf b = {0};
+        bprintf(&b, "%s\n", detail);
+        if (b.oom) {
+            free(b.p);
+            answer_static(out, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+            return;
+        }
+        answer(out, arc == AN_EAUTH ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN, "text/plain",
+               b.p, b.len, true);
+        return;
+    }
+    if (strcmp(url, "/metrics") == 0) {
+        struct buf b = {0};
+        metrics_write(s, &b);
+        if (b.oom) {
+            free(b.p);
+            answer_static(out, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+            return;
+        }
+        answer(out, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len, true);
+    } else if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0) {
+        answer(out, MHD_HTTP_OK, "text/html; charset=utf-8", (char *)srv_admin_html,
+               srv_admin_html_len, false);
+    } else if (strcmp(url, "/api/summary") == 0) {
+        answer_json(out, MHD_HTTP_OK, summary(s));
+    } else if (strcmp(url, "/api/streams") == 0) {
+        unsigned status = MHD_HTTP_OK;
+        json_t *j = streams(s, q, &status);
+        answer_json(out, status, j);
+    } else if (strcmp(url, "/api/projections") == 0) {
+        answer_json(out, MHD_HTTP_OK, projections(s));
+    } else if (strcmp(url, "/api/groups") == 0) {
+        answer_json(out, MHD_HTTP_OK, srv_group_json(s));
+    } else {
+        answer_static(out, MHD_HTTP_NOT_FOUND, "not found\n");
+    }
+}
+
+/* The MHD callback: srv_http_handle over the connection's values. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **state)
@@ -417,50 +487,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)upload_data;
     (void)upload_size;
     (void)state;
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        return respond(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
-                       (void *)"only GET is served here\n", 24, MHD_RESPMEM_PERSISTENT);
-    }
-    char detail[LOG_DETAIL_MAX] = "";
-    int arc = srv_auth_http(s, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
-                            url, detail);
-    if (arc) {
-        struct buf b = {0};
-        bprintf(&b, "%s\n", detail);
-        return respond(conn, arc == AN_EAUTH ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
-                       "text/plain", b.p, b.len, MHD_RESPMEM_MUST_FREE);
-    }
-    if (strcmp(url, "/metrics") == 0) {
-        struct buf b = {0};
-        metrics_write(s, &b);
-        if (b.oom) {
-            free(b.p);
-            return respond(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
-                           (void *)"out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
+    struct srv_http_req q = {
+        .method = method,
+        .url = url,
+        .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
+        .prefix = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "prefix"),
+        .after = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "after"),
+        .limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit"),
+    };
+    struct srv_http_resp a;
+    srv_http_handle(s, &q, &a);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        a.len, a.body, a.owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        if (a.owned) {
+            free(a.body);
         }
-        return respond(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len,
-                       MHD_RESPMEM_MUST_FREE);
+        return MHD_NO;
     }
-    if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0) {
-        return respond(conn, MHD_HTTP_OK, "text/html; charset=utf-8", (void *)srv_admin_html,
-                       srv_admin_html_len, MHD_RESPMEM_PERSISTENT);
-    }
-    if (strcmp(url, "/api/summary") == 0) {
-        return respond_json(conn, MHD_HTTP_OK, summary(s));
-    }
-    if (strcmp(url, "/api/streams") == 0) {
-        int status = MHD_HTTP_OK;
-        json_t *j = streams(s, conn, &status);
-        return respond_json(conn, (unsigned)status, j);
-    }
-    if (strcmp(url, "/api/projections") == 0) {
-        return respond_json(conn, MHD_HTTP_OK, projections(s));
-    }
-    if (strcmp(url, "/api/groups") == 0) {
-        return respond_json(conn, MHD_HTTP_OK, srv_group_json(s));
-    }
-    return respond(conn, MHD_HTTP_NOT_FOUND, "text/plain", (void *)"not found\n", 10,
-                   MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Content-Type", a.type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    enum MHD_Result ret = MHD_queue_response(conn, a.status, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* ---- start and stop ---- */

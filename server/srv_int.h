@@ -678,4 +678,32 @@ void srv_http_free(struct srv *s);
 /* Whether HOST of HOST:PORT is a loopback address (srv_rpc.c). */
 bool srv_loopback(const char *listen);
 
+/* One --http request as srv_http.c's MHD callback sees it; every string
+ * borrowed for the call, NULL where the request has none. */
+struct srv_http_req {
+    const char *method;         /* "GET", ... */
+    const char *url;            /* the path, without the query */
+    const char *authorization;  /* the Authorization header */
+    const char *prefix;         /* /api/streams' query arguments, decoded */
+    const char *after;
+    const char *limit;
+};
+
+/* Its answer. body is malloc'd when owned (the caller frees it), else
+ * static; type is static. */
+struct srv_http_resp {
+    unsigned status;            /* 200, 400, 401, 403, 404, 405 or 500 */
+    const char *type;           /* the Content-Type */
+    char *body;
+    size_t len;
+    bool owned;
+};
+
+/* Answers q against s (auth, routing, the bodies) without a connection:
+ * the MHD callback is a wrapper over it, and tests/fuzz/fuzz_http_request.c
+ * drives it. Needs s->log, s->proj, s->groups, s->http_rd (under
+ * s->http_mu), s->rate_mu and s->auth_mu; out is always filled. Any
+ * thread (the HTTP thread in annalsd). */
+void srv_http_handle(struct srv *s, const struct srv_http_req *q, struct srv_http_resp *out);
+
 #endif /* SRV_INT_H */

@@ -111,6 +111,11 @@ Test(http, api_lists_streams_by_prefix_page_by_page)
     }
     cr_assert_eq(seen, 5, "every stream of the prefix, once, in order");
     cr_assert_eq(h_http_get(port, "/api/streams?limit=0", NULL, body, sizeof(body)), 400);
+    /* a limit is digits alone: strtol once served these as 10, 5 and 1000 */
+    cr_assert_eq(h_http_get(port, "/api/streams?limit=10x", NULL, body, sizeof(body)), 400);
+    cr_assert_eq(h_http_get(port, "/api/streams?limit=+5", NULL, body, sizeof(body)), 400);
+    cr_assert_eq(h_http_get(port, "/api/streams?limit=1000.9", NULL, body, sizeof(body)), 400);
+    cr_assert_eq(h_http_get(port, "/api/streams?limit=0002", NULL, body, sizeof(body)), 200);
     cr_assert_eq(h_http_get(port, "/api/summary", NULL, body, sizeof(body)), 200);
     cr_assert(strstr(body, "\"head\":16") != NULL, "%s", body);
     cr_assert(strstr(body, "\"health\":\"SERVING\"") != NULL, "%s", body);
