@@ -233,6 +233,11 @@ static void metrics_write(struct srv *s, struct buf *b)
     bprintf(b, "# HELP annals_subscriptions_active Subscribe calls open.\n"
                "# TYPE annals_subscriptions_active gauge\nannals_subscriptions_active %u\n",
             srv_sub_active(s));
+    bprintf(b, "# HELP annals_subscriptions_catching_up Subscriptions far behind the head, "
+               "waiting for the catch-up thread.\n"
+               "# TYPE annals_subscriptions_catching_up gauge\n"
+               "annals_subscriptions_catching_up %zu\n",
+            srv_sub_catching_up(s));
 
     bprintf(b, "# HELP annals_grpc_calls_total Finished gRPC calls by method and status.\n"
                "# TYPE annals_grpc_calls_total counter\n");

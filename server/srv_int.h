@@ -241,7 +241,7 @@ struct srv_catchup {
     pthread_cond_t cond;
     struct srv_call *head;      /* FIFO through sub.next */
     struct srv_call *tail;
-    size_t n;
+    atomic_size_t n;            /* changed under mu; read without it */
     bool stop;
     bool running;
     pthread_t thread;
@@ -551,7 +551,7 @@ void srv_sub_notify(struct srv *s);
 /* Subscribe calls open. */
 unsigned srv_sub_active(const struct srv *s);
 /* Subscriptions waiting for the catch-up thread. */
-size_t srv_sub_catching_up(struct srv *s);
+size_t srv_sub_catching_up(const struct srv *s);
 /* A Subscribe request's shape (what srv_sub_begin checks first): 0, or
  * AN_EINVAL with detail (LOG_DETAIL_MAX) naming the field. Pure; any
  * thread (tests/fuzz/fuzz_rpc_request.c drives it). */
