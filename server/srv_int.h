@@ -231,11 +231,10 @@ struct srv_fanout {
     struct srv_wave_msg wave;   /* this thread's last live message */
 };
 
-/* The catch-up thread: subscriptions far behind the head (history to
- * replay, or a subscriber that fell behind) wait here for their next
- * message instead of being pumped on a CQ thread, and it pumps them in
- * turn at a low priority, so a crowd replaying the log cannot take the
- * cores from the appends (srv_sub.c). */
+/* The catch-up thread: subscriptions replaying history far behind the
+ * head wait here for their next message instead of being pumped on a CQ
+ * thread, and it pumps them in turn under SCHED_IDLE, so a crowd
+ * replaying the log cannot take the cores from the appends (srv_sub.c). */
 struct srv_catchup {
     pthread_mutex_t mu;
     pthread_cond_t cond;

@@ -11,9 +11,9 @@
  * other where an event could be lost or sent twice.
  *
  * Whoever has a subscription moves it on (sub_pump): the CQ thread when
- * its send completes, or a fan-out thread after waking it; but one more
- * than CATCHUP_LAG positions behind the head (history to replay, or a
- * subscriber that fell behind) is handed to the catch-up thread, which
+ * its send completes, or a fan-out thread after waking it; but one that
+ * replays history (not caught up yet) more than CATCHUP_LAG positions
+ * behind the head is handed to the catch-up thread, which
  * pumps those in turn at the lowest priority (SCHED_IDLE). Replaying is
  * mostly copies into sockets, as much as each client's flow-control
  * window takes (4 MiB per connection for libannals): a thousand
@@ -439,13 +439,17 @@ static bool catchup_put(struct srv *s, struct srv_call *c)
     return ok;
 }
 
-/* The next message of c, from a CQ thread that has it: pumped here while c
- * keeps up with the head, else by the catch-up thread. */
+/* The next message of c, from a CQ thread that has it: pumped here, or by
+ * the catch-up thread while c replays history far behind the head. A
+ * subscriber that caught up once and fell behind stays here: under a
+ * full load the catch-up thread gets nothing, and with 1000 live
+ * subscribers behind 64 writers at full rate their delivery p99 was 8.5 s
+ * that way against 3.9 s here (bench_sub, one run each). */
 static void sub_next(struct srv_call *c)
 {
     struct srv_sub *sb = &c->sub;
     uint64_t head = log_head(c->srv->log);
-    if (head > sb->scanned + CATCHUP_LAG && !atomic_load(&c->closed) &&
+    if (head > sb->scanned + CATCHUP_LAG && !sb->caught_up_sent && !atomic_load(&c->closed) &&
         catchup_put(c->srv, c)) {
         return;
     }
