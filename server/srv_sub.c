@@ -11,15 +11,30 @@
  * other where an event could be lost or sent twice.
  *
  * Whoever has a subscription moves it on (sub_pump): the CQ thread when
- * its send completes, or a fan-out thread after waking it; but one that
- * replays history (not caught up yet) more than CATCHUP_LAG positions
- * behind the head is handed to the catch-up thread, which
- * pumps those in turn at the lowest priority (SCHED_IDLE). Replaying is
- * mostly copies into sockets, as much as each client's flow-control
- * window takes (4 MiB per connection for libannals): a thousand
- * subscribers starting from the beginning made it gigabytes, and on the
- * CQ threads that starved the appends past their deadlines. On the
+ * its send completes, or a fan-out thread after waking it. When nothing
+ * is left to read up to the head, it parks: it goes on the list of its
+ * CQ thread's fan-out (under that fan-out's mu, after checking once more
+ * that the head has not moved), and the thread lets go of it. The writer,
+ * after each durable commit, publishes the head to every fan-out
+ * (srv_sub_notify: a store, a short lock and a signal each, never a wait
+ * on a subscriber); each fan-out thread takes its parked subscriptions
+ * behind the new head off its list and pumps them with its own reader.
+ * There is one fan-out thread per CQ thread, so a wave to many
+ * subscribers uses every core.
+ *
+ * A subscription that replays history (not caught up yet) more than
+ * CATCHUP_LAG positions behind the head is handed to the catch-up thread
+ * instead, which pumps those in turn at the lowest priority (SCHED_IDLE).
+ * Replaying is mostly copies into sockets, as much as each client's
+ * flow-control window takes (4 MiB per connection for libannals): a
+ * thousand subscribers starting from the beginning made it gigabytes, and
+ * on the CQ threads that starved the appends past their deadlines. On the
  * catch-up thread the replay takes what the appends leave.
+ *
+ * A subscription is thus always in exactly one place: in flight (its
+ * completion will come back), parked (its fan-out, the client's
+ * cancellation or shutdown takes it), or queued for the catch-up thread
+ * (which takes it, or shutdown does).
  *
  * The fan-out threads run a little below the CQ threads and the writer
  * too (nice FANOUT_NICE): a wave to a thousand subscribers is a thousand
@@ -28,18 +43,7 @@
  * appends/s in all: append p50 21-25 ms at nice 0, 4-5 ms at nice 5, and
  * delivery p50 27 ms to 17 ms with it; at full rate, twice the appends and
  * twice the deliveries per second. The order is thus: appends, live
- * subscribers, subscribers catching up. When nothing
- * is left to read up to the head, it parks: it goes on the list of its
- * CQ thread's fan-out (under that fan-out's mu, after checking once more
- * that the head has not moved), and the thread lets go of it. The writer,
- * after each durable commit, publishes the head to every fan-out
- * (srv_sub_notify: a store, a short lock and a signal each, never a wait
- * on a subscriber); each fan-out thread takes its parked subscriptions
- * behind the new head off its list and pumps them with its own reader.
- * A subscription is thus always in exactly one place: in flight (its
- * completion will come back), or parked (its fan-out, the client's
- * cancellation or shutdown takes it). There is one fan-out thread per CQ
- * thread, so a wave to many subscribers uses every core.
+ * subscribers, subscribers catching up.
  *
  * Before it wakes anyone, a fan-out thread reads the streams and types of
  * the positions the wave brings (a wave index, for waves of up to
@@ -456,14 +460,6 @@ static void sub_next(struct srv_call *c)
     sub_pump(c, c->q->rd, NULL);
 }
 
-/* Pumps the subscriptions behind, one message each in turn (each comes
- * back through sub_next when its send completes). It runs under
- * SCHED_IDLE: any other thread that wakes takes the core from it at once,
- * so the replay gets what the appends leave (the sends' copies into the
- * sockets are most of its cost, and they happen on the thread that starts
- * the send). nice 19 was not enough: on 1000 stalled subscribers the
- * writers kept 0.74-0.89x of their rate, and 0.97-1.04x under SCHED_IDLE
- * (bench_conns --idle 1000 --stalled 1000, two runs each, interleaved). */
 /* Lowers the calling thread's priority (Linux: nice is per thread). */
 static void nice_self(const char *what, int nice)
 {
@@ -473,6 +469,14 @@ static void nice_self(const char *what, int nice)
     }
 }
 
+/* Pumps the subscriptions behind, one message each in turn (each comes
+ * back through sub_next when its send completes). It runs under
+ * SCHED_IDLE: any other thread that wakes takes the core from it at once,
+ * so the replay gets what the appends leave (the sends' copies into the
+ * sockets are most of its cost, and they happen on the thread that starts
+ * the send). nice 19 was not enough: on 1000 stalled subscribers the
+ * writers kept 0.74-0.89x of their rate, and 0.97-1.04x under SCHED_IDLE
+ * (bench_conns --idle 1000 --stalled 1000, two runs each, interleaved). */
 static void *catchup_main(void *arg)
 {
     struct srv *s = arg;
