@@ -64,8 +64,21 @@ Test(faults, a_full_log_refuses_appends_and_keeps_serving_reads)
     cr_assert(strstr(err.detail, "max size") != NULL || strstr(err.detail, "cap") != NULL,
               "the detail names the limit: %s", err.detail);
     cr_assert_gt(acked, 100);
-    /* still full, still the same answer: no panic, no INTERNAL */
-    cr_assert_eq(append_kb(h.client, 99999, &err), AN_ETOOBIG);
+    /*
+     * Still full: no panic, no INTERNAL. "Full" is not a fixed state in
+     * LMDB: pages a reader (the subscription, the projection) pinned when
+     * the first append was refused become free once it moves on, so a few
+     * more appends may fit (seen under TSan). Each answer is OK or
+     * RESOURCE_EXHAUSTED, and the refusals come back within a few.
+     */
+    int refused = 0;
+    for (int i = 0; i < 200 && refused < 3; i++) {
+        rc = append_kb(h.client, 100000 + i, &err);
+        cr_assert(rc == 0 || rc == AN_ETOOBIG, "got %s: %s", an_errname(rc), err.detail);
+        acked += rc == 0;
+        refused += rc == AN_ETOOBIG;
+    }
+    cr_assert_eq(refused, 3, "a full log kept taking appends: %d acknowledged", acked);
     bool serving = false;
     cr_assert_eq(an_health(h.client, &serving, NULL), 0);
     cr_assert(serving);
