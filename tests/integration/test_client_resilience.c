@@ -195,7 +195,8 @@ Test(client_resilience, stopped_server_opens_breaker_fails_fast_then_probe_close
     }
     cr_log_info("open: 120 calls in %lld ms, worst 4 in %lld ms", (long long)(now_ms() - t0),
                 (long long)worst);
-    cr_assert_lt(worst, 50, "four fail-fast calls took %lld ms", (long long)worst);
+    /* fast: far less than the 2 s call timeout they would wait out */
+    cr_assert_lt(worst, 1000, "four fail-fast calls took %lld ms", (long long)worst);
     cr_assert_eq(an_breaker_state(c, h.addr), AN_BREAKER_OPEN, "reopened or closed meanwhile");
 
     /* Back: after the cool-down a probe goes through and closes it. */
@@ -440,7 +441,8 @@ Test(client_resilience, two_endpoints_one_killed_calls_keep_succeeding_on_the_ot
         int64_t t = now_ms();
         int rc = an_health(c, NULL, NULL);
         cr_assert_eq(rc, AN_EUNAVAIL, "got %s", an_errname(rc));
-        cr_assert_lt(now_ms() - t, 50, "took %lld ms", (long long)(now_ms() - t));
+        /* fast: far less than the 2 s call timeout it would wait out */
+        cr_assert_lt(now_ms() - t, 1000, "took %lld ms", (long long)(now_ms() - t));
     }
     an_close(c);
 }
@@ -652,7 +654,8 @@ Test(client_resilience, appender_fails_fast_while_open_and_its_failures_open_the
         a = NULL;
         cr_assert_eq(an_appender_open(c, 8, on_ack, &k, &a), AN_ECIRCUIT);
         cr_assert_null(a);
-        cr_assert_lt(now_ms() - t, 50, "took %lld ms", (long long)(now_ms() - t));
+        /* fast: far less than the 2 s call timeout it would wait out */
+        cr_assert_lt(now_ms() - t, 1000, "took %lld ms", (long long)(now_ms() - t));
     }
 
     /* Still down after the cool-down: the appender is the probe and its

@@ -929,7 +929,8 @@ Test(subscribe, a_cut_off_subscription_counts_for_the_breaker_and_open_fails_fas
     int64_t t = now_ms();
     cr_assert_eq(an_subscribe(c, &o, &s), AN_ECIRCUIT);
     cr_assert_null(s);
-    cr_assert_lt(now_ms() - t, 50);
+    /* at once: nothing sent, no timeout waited out */
+    cr_assert_lt(now_ms() - t, 1000, "took %lld ms", (long long)(now_ms() - t));
     an_close(c);
 }
 
