@@ -76,6 +76,11 @@
  * view_max_bytes, I/O, a log event that cannot be decoded) stops the worker
  * on that view: state FAULTED with `error`; queries still answer from what
  * was applied. proj_rebuild() or a restart retries.
+ *
+ * A view whose checkpoint is past the log's head at proj_open() was folded
+ * from another history (a log restored without its projections): it is
+ * replaced at once by a fresh generation folded from position 1 (a rebuild
+ * in progress that is past the head starts again), with a warning logged.
  */
 #ifndef PROJ_H
 #define PROJ_H

@@ -365,6 +365,63 @@ static void sweep_views(proj_mgr *mgr)
     closedir(d);
 }
 
+static uint64_t next_gen(proj_mgr *mgr, const char *name, uint64_t floor);
+static int rebuild_locked(proj_mgr *mgr, struct proj *p, char *detail);
+
+static void view_drop(struct proj_view *v)
+{
+    atomic_store(&v->doomed, true);
+    proj__view_release(v);
+}
+
+/*
+ * p's current view has a checkpoint past the log's head: it was folded
+ * from another history (a log restored without its projections, or one
+ * from another data directory), and positions the log will fill again are
+ * ones the view says it has applied. Answering from it would be wrong and
+ * the worker would skip what comes next, so it is replaced by a fresh,
+ * empty generation that folds this log from position 1. If that cannot be
+ * made, p is FAULTED without a view rather than answer from the wrong one.
+ */
+static void reset_ahead(proj_mgr *mgr, struct proj *p, uint64_t head)
+{
+    char detail[PROJ_DETAIL_MAX] = "";
+    uint64_t was = p->cur->checkpoint;
+    uint64_t gen = next_gen(mgr, p->name, p->gen_cur > p->gen_next ? p->gen_cur : p->gen_next);
+    struct proj_view *v = NULL;
+    int rc = proj__view_open(mgr, p->name, gen, p->cd.latest_only, true, &v, detail);
+    if (!rc) {
+        rc = proj__cat_set_gens(mgr, p, gen, 0, detail);
+        if (rc) {
+            view_drop(v);
+            v = NULL;
+        }
+    }
+    view_drop(p->cur);
+    if (p->next) {
+        view_drop(p->next);
+    }
+    p->cur = v;
+    p->next = NULL;
+    p->gen_next = 0;
+    if (rc) {
+        p->cur_faulted = true;
+        snprintf(p->error, sizeof(p->error),
+                 "checkpoint %" PRIu64 " is past the log's head %" PRIu64
+                 " and a fresh view could not be made: %s: %.120s",
+                 was, head, an_errname(rc), detail);
+        proj__say(mgr, PROJ_LOG_ERROR, "msg=\"view reset failed\" proj=%s err=%s detail=\"%s\"",
+                  p->name, an_errname(rc), detail);
+        return;
+    }
+    p->gen_cur = gen;
+    proj__say(mgr, PROJ_LOG_WARN,
+              "msg=\"view reset: its checkpoint is past the log's head (a log restored "
+              "without its projections?); folding this log again from position 1\" proj=%s "
+              "checkpoint=%" PRIu64 " head=%" PRIu64 " gen=%" PRIu64,
+              p->name, was, head, gen);
+}
+
 /* Opens p's views; a failure leaves p FAULTED, not the manager. */
 static void open_views(proj_mgr *mgr, struct proj *p)
 {
@@ -388,6 +445,23 @@ static void open_views(proj_mgr *mgr, struct proj *p)
             proj__say(mgr, PROJ_LOG_INFO,
                       "msg=\"rebuild resumes\" proj=%s gen=%" PRIu64 " from=%" PRIu64,
                       p->name, p->gen_next, p->next->checkpoint);
+        }
+    }
+    uint64_t head = atomic_load(&mgr->head);
+    if (p->cur && p->cur->checkpoint > head) {
+        reset_ahead(mgr, p, head);
+    } else if (p->next && p->next->checkpoint > head) {
+        /* the same for a rebuild in progress: it starts again */
+        proj__say(mgr, PROJ_LOG_WARN,
+                  "msg=\"rebuild restarted: its checkpoint is past the log's head\" proj=%s "
+                  "checkpoint=%" PRIu64 " head=%" PRIu64,
+                  p->name, p->next->checkpoint, head);
+        view_drop(p->next);
+        p->next = NULL;
+        if (rebuild_locked(mgr, p, detail) != 0) {
+            p->gen_next = 0;
+            proj__cat_set_gens(mgr, p, p->gen_cur, 0, NULL);
+            snprintf(p->error, sizeof(p->error), "rebuild: %.200s", detail);
         }
     }
 }

@@ -1350,6 +1350,12 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
     if (rc) {
         return rc;
     }
+    /* the log's head: what a group from another history is cut back to */
+    uint64_t head = UINT64_MAX;
+    if (log_reader_begin(rd) == 0) {
+        head = log_reader_head(rd);
+        log_reader_end(rd);
+    }
     MDB_val sv;
     int r = mdb_get(txn, gs->state, k, &sv);
     if (r == 0) {
@@ -1367,6 +1373,19 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
         rc = srv__mdb_code(r);
         goto out_unref;
     }
+    /*
+     * A checkpoint or marks past the log's head come from another history
+     * (a log restored without its groups, or from another data directory).
+     * The positions the log fills next are other events than those the
+     * group settled there, so it is cut back to the head and those marks
+     * go (at the next store): the new events are handed out, none skipped.
+     */
+    uint64_t ck_was = g->checkpoint;
+    size_t dropped = 0;
+    if (g->checkpoint > head) {
+        g->checkpoint = g->scanned = g->ckpt_stored = head;
+        g->state_dirty = true;
+    }
     MDB_cursor *cur;
     if ((r = mdb_cursor_open(txn, gs->marks, &cur))) {
         snprintf(detail, LOG_DETAIL_MAX, "group '%s': its marks: %s", g->name, mdb_strerror(r));
@@ -1380,9 +1399,12 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
     r = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
     while (!rc && r == 0 && mk.mv_size >= plen && memcmp(mk.mv_data, kb, plen) == 0) {
         struct gmark m;
-        rc = srv__group_decode_mark(g->name, g->checkpoint, mk.mv_data, mk.mv_size, mv.mv_data,
+        rc = srv__group_decode_mark(g->name, ck_was, mk.mv_data, mk.mv_size, mv.mv_data,
                                     mv.mv_size, &m, detail);
-        if (!rc) {
+        if (!rc && m.pos > head) {
+            rc = srv__vec_push(&g->del, &g->n_del, &g->cap_del, m.pos) ? 0 : AN_ENOMEM;
+            dropped++;
+        } else if (!rc) {
             rc = load_mark(g, rd, began, &m);
         }
         r = rc ? 0 : mdb_cursor_get(cur, &mk, &mv, MDB_NEXT);
@@ -1397,6 +1419,13 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
     mdb_cursor_close(cur);
     if (rc) {
         goto out_unref;
+    }
+    if (ck_was > g->checkpoint || dropped) {
+        say_warn("groups",
+                 "msg=\"group cut back: its checkpoint or marks are past the log's head (a log "
+                 "restored without its groups?); handing out this log's events from there\" "
+                 "group=%s checkpoint=%llu head=%llu marks_dropped=%zu",
+                 g->name, (unsigned long long)ck_was, (unsigned long long)head, dropped);
     }
     g->next = gs->list;
     gs->list = g;
