@@ -21,6 +21,9 @@
  *                    committed (one sync per batch), and a log_sync() when
  *                    the run (or a round of it) ends. The bench checks that
  *                    log_durable_seq() really covers batch k at that point.
+ *                    Between commits it keeps the file ahead with
+ *                    log_prealloc(), as the server's writer does when idle
+ *                    (timed: its cost is counted).
  *   (b) raw LMDB, naive layout, LMDB's default durable commit (data sync +
  *       meta sync, no MDB_NOMETASYNC), the same three batch sizes. Three
  *       DBs: events (u64 position, MDB_INTEGERKEY, MDB_APPEND -> 272-byte
@@ -673,6 +676,10 @@ static uint64_t eng_write(log_env *env, struct eng_batch *b, struct workload *w,
         }
         done += n;
         progress_add(p, n);
+        /* as the server's writer does between commits (log.h) */
+        while (log_prealloc_due(env)) {
+            log_prealloc(env);
+        }
     }
     if (rs->ack == ACK_NEXT_COMMIT) {
         rc = log_sync(env);

@@ -333,6 +333,10 @@ static double engine_rate(const char *base, double batch, uint64_t events)
             }
             ver[i]++;
         }
+        /* as annalsd's writer does between commits (log.h) */
+        while (log_prealloc_due(env)) {
+            log_prealloc(env);
+        }
     }
     log_sync(env);
     double secs = bu_now() - t0;

@@ -342,6 +342,13 @@ static void *writer_main(void *arg)
             if (s->w_stop || (s->wq_head && (!syncing || s->wq_len >= syncing))) {
                 break;
             }
+            if (log_prealloc_due(s->log)) {
+                /* about to wait: keep the file ahead of the log (log.h) */
+                pthread_mutex_unlock(&s->wmu);
+                log_prealloc(s->log);
+                pthread_mutex_lock(&s->wmu);
+                continue;
+            }
             pthread_cond_wait(&s->wcond, &s->wmu);
         }
         if (!s->wq_head) {

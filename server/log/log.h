@@ -224,6 +224,18 @@ int log_commit(log_env *env, struct log_op *ops, size_t n_ops, uint64_t *seq_out
 int log_commit_durable(log_env *env, struct log_op *ops, size_t n_ops, uint64_t *seq_out);
 
 /*
+ * log_prealloc - writes one chunk (1 MiB) of zeros past the end of the log
+ * file if it is less than 4 MiB ahead of the pages LMDB uses, so that
+ * commits overwrite blocks instead of growing the file (an fdatasync that
+ * must also write the inode: log_env.c has the figures). Bounded: one
+ * chunk, about 0.6 ms on this machine. log_prealloc_due tells whether a
+ * call would write (cheap). A failure only skips it for a second.
+ * Writer thread only, between commits; for a writer about to wait.
+ */
+bool log_prealloc_due(log_env *env);
+void log_prealloc(log_env *env);
+
+/*
  * log_sync - makes every commit so far durable (one fdatasync) and advances
  * the durable head. Returns 0 or AN_EIO. Writer thread only.
  */

@@ -16,7 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define LOG__MAP_DEFAULT (64ull << 20)
 #define LOG__MAP_STEP_MAX (1ull << 30)
@@ -55,6 +58,114 @@ int log__from_mdb(int mdb_rc, const char *what, char *detail)
         log__detail(detail, "%s: %s", what, mdb_strerror(mdb_rc));
         return AN_EIO;
     }
+}
+
+/* ---- preallocation ----
+ *
+ * Most commits put their new pages past the end of data.mdb, and on ext4
+ * an fdatasync after a write that grew the file must also write the inode
+ * (its size, its new blocks) before the cache flush: one more device round
+ * trip per commit. Measured on this machine's disk (ext4 without a
+ * journal), 3 pages then fdatasync in a loop: 0.19-0.20 ms growing the
+ * file, 0.11-0.12 ms over blocks already written (fallocate's unwritten
+ * extents: 0.19, no better, as the first write converts them). So the
+ * writer keeps the file ahead of LMDB's last page by PRE_AHEAD bytes of
+ * written zeros, one PRE_CHUNK at a time when it has nothing else to do.
+ *
+ * The zeros go through a descriptor of its own opened O_DIRECT, so they
+ * leave no dirty pages for the next commit's fdatasync to write (1 MiB
+ * took 0.6 ms here), and only past both the file's end and LMDB's last
+ * page, between commits, on the writer thread: nothing LMDB has written
+ * or will write before the next commit is touched. LMDB on Linux reads
+ * nothing past its last page and never relies on the file's size, so a
+ * longer file changes nothing for it, a copy, or a crash. The size change
+ * becomes durable with the next commit's fdatasync, as a growing commit's
+ * own would. A failure (ENOSPC, a filesystem without O_DIRECT) costs
+ * nothing but the gain: LMDB then grows the file itself, as before, and
+ * the writer tries again PRE_RETRY_MS later. */
+
+#define PRE_CHUNK (1u << 20)
+#define PRE_AHEAD (4ull << 20)
+#define PRE_RETRY_MS 1000
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void prealloc_open(log_env *env)
+{
+    char path[4096];
+    struct stat st;
+    env->pre_fd = -1;
+    snprintf(path, sizeof(path), "%s/data.mdb", env->dir);
+    int fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) {
+        return; /* no O_DIRECT here: LMDB grows the file itself */
+    }
+    if (fstat(fd, &st) != 0 || posix_memalign(&env->pre_zeros, 4096, PRE_CHUNK) != 0) {
+        env->pre_zeros = NULL;
+        close(fd);
+        return;
+    }
+    memset(env->pre_zeros, 0, PRE_CHUNK);
+    env->pre_fd = fd;
+    env->pre_end = (uint64_t)st.st_size;
+}
+
+/* Where LMDB's pages end (the last commit's), and where the zeros may go
+ * up to: PRE_AHEAD past it, within the map. */
+static uint64_t lmdb_end(log_env *env, uint64_t *target)
+{
+    MDB_envinfo info;
+    mdb_env_info(env->mdb, &info);
+    uint64_t end = ((uint64_t)info.me_last_pgno + 1) * env->page_bytes;
+    uint64_t map = atomic_load(&env->map_bytes);
+    *target = end + PRE_AHEAD < map ? end + PRE_AHEAD : map;
+    return end;
+}
+
+bool log_prealloc_due(log_env *env)
+{
+    if (env->pre_fd < 0 || (env->pre_retry_ms && mono_ms() < env->pre_retry_ms)) {
+        return false;
+    }
+    uint64_t target;
+    uint64_t end = lmdb_end(env, &target);
+    uint64_t have = env->pre_end > end ? env->pre_end : end;
+    return have + PRE_CHUNK <= target;
+}
+
+void log_prealloc(log_env *env)
+{
+    if (!log_prealloc_due(env)) {
+        return;
+    }
+    struct stat st;
+    if (fstat(env->pre_fd, &st) != 0) {
+        env->pre_retry_ms = mono_ms() + PRE_RETRY_MS;
+        return;
+    }
+    uint64_t target;
+    uint64_t end = lmdb_end(env, &target);
+    uint64_t from = (uint64_t)st.st_size > end ? (uint64_t)st.st_size : end;
+    from = (from + 4095) & ~4095ull; /* O_DIRECT: aligned offsets */
+    env->pre_end = from;
+    if (from + PRE_CHUNK > target) {
+        return;
+    }
+    ssize_t n = pwrite(env->pre_fd, env->pre_zeros, PRE_CHUNK, (off_t)from);
+    if (n != (ssize_t)PRE_CHUNK) {
+        env->pre_retry_ms = mono_ms() + PRE_RETRY_MS;
+        if (n > 0) {
+            env->pre_end = from + (uint64_t)n;
+        }
+        return;
+    }
+    env->pre_retry_ms = 0;
+    env->pre_end = from + PRE_CHUNK;
 }
 
 /* ---- opening ---- */
@@ -166,6 +277,7 @@ int log_open(const struct log_cfg *cfg, log_env **out, char *detail)
         log__detail(detail, "log_open: out of memory");
         return AN_ENOMEM;
     }
+    env->pre_fd = -1;
     env->max_size_bytes = cfg->max_size_bytes;
     env->max_event_bytes = cfg->max_event_bytes ? cfg->max_event_bytes : LOG_EVENT_MAX_DEFAULT;
     env->max_request_bytes =
@@ -221,6 +333,7 @@ int log_open(const struct log_cfg *cfg, log_env **out, char *detail)
         rc = log__from_mdb(rc, "sync", detail);
         goto out_close;
     }
+    prealloc_open(env);
     env->w_pending_head = env->w_head;
     atomic_store(&env->committed_head, env->w_head);
     atomic_store(&env->durable_head, env->w_head);
@@ -245,6 +358,10 @@ void log_close(log_env *env)
         log_sync(env);
     }
     mdb_env_close(env->mdb);
+    if (env->pre_fd >= 0) {
+        close(env->pre_fd);
+    }
+    free(env->pre_zeros);
     pthread_rwlock_destroy(&env->map_lock);
     free(env->w_state);
     free(env->w_streams);

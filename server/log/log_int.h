@@ -132,6 +132,13 @@ struct log_env {
     size_t w_state_cap;
     struct log__sstate *w_streams;  /* per-stream scratch for one append */
     size_t w_streams_cap;
+    /* preallocation (log_prealloc): an O_DIRECT descriptor of data.mdb
+     * (-1: none, or given up), its aligned chunk of zeros, the file's size
+     * as last seen, and when to try again after a failure */
+    int pre_fd;
+    void *pre_zeros;
+    uint64_t pre_end;
+    int64_t pre_retry_ms;
 
     /* ---- published by the writer (release), read by anyone (acquire);
      * the durable pair also by log_sync_through on any thread, so they
