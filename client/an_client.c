@@ -26,6 +26,7 @@
  * with gRPC.
  */
 #include "an_int.h"
+#include "an_absl.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -659,6 +660,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static void init_grpc(void)
 {
     setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100", 0);
+    an_absl_no_deadlock_detection();
     grpc_init();
 }
 

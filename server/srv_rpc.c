@@ -23,6 +23,7 @@
  */
 #include "srv_int.h"
 
+#include "an_absl.h"
 #include "an_tsan.h"
 #include <errno.h>
 #include <grpc/byte_buffer_reader.h>
@@ -540,6 +541,7 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         goto out_free;
     }
 
+    an_absl_no_deadlock_detection();
     grpc_init();
     uint32_t max_req = cfg->max_request_bytes ? cfg->max_request_bytes : LOG_REQUEST_MAX_DEFAULT;
     grpc_arg args[] = {
