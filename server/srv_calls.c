@@ -446,7 +446,7 @@ bool srv_batch_add(void *arg, const struct log_event *ev)
     b->len += pb_put_field(b->buf + b->len, 0x0a, ev->packed, ev->packed_len);
     b->n++;
     b->last_position = ev->position;
-    return b->len < READ_BATCH_BYTES && b->n < b->want;
+    return b->len < (b->max_bytes ? b->max_bytes : READ_BATCH_BYTES) && b->n < b->want;
 }
 
 /* Reads the next batch of a ReadStream/ReadAll and sends it, or ends the

@@ -520,6 +520,7 @@ struct srv_batch {
     uint64_t n;                 /* events in it */
     uint64_t want;              /* stop at this many */
     uint64_t last_position;     /* of the last event in it */
+    size_t max_bytes;           /* stop at about this size; 0: 64 KiB */
 };
 /* A log_event_fn: adds the event; false once about 64 KiB or `want`. */
 bool srv_batch_add(void *arg, const struct log_event *ev);
