@@ -238,6 +238,21 @@ static Annals__V1__GroupStatus *group_status(an_client *c)
     return st;
 }
 
+/* Group "g"'s status once it has at least `acked` acks and its checkpoint
+ * at least `checkpoint` (5 s at most; NULL then). Caller frees. */
+static Annals__V1__GroupStatus *group_until(an_client *c, uint64_t acked, uint64_t checkpoint)
+{
+    for (int i = 0; i < 500; i++) {
+        Annals__V1__GroupStatus *st = group_status(c);
+        if (st->acked >= acked && st->checkpoint >= checkpoint) {
+            return st;
+        }
+        an_group_status_free(st);
+        usleep(10000);
+    }
+    return NULL;
+}
+
 /*
  * The data directory's log replaced by an older backup's, its views and
  * groups left as they were (ahead of it): the events the log takes next
@@ -279,16 +294,7 @@ Test(backup, a_log_restored_without_its_views_and_groups_is_folded_and_handed_ou
         }
     }
     cr_assert_eq(an_consumer_flush(k, &err), 0, "%s", err.detail);
-    Annals__V1__GroupStatus *st = NULL;
-    for (int i = 0; i < 500; i++) {
-        st = group_status(h.client);
-        if (st->acked == 29) {
-            break;
-        }
-        an_group_status_free(st);
-        st = NULL;
-        usleep(10000);
-    }
+    Annals__V1__GroupStatus *st = group_until(h.client, 29, 0);
     cr_assert_not_null(st, "the acks did not arrive");
     cr_assert_eq(st->checkpoint, 19);
     an_group_status_free(st);
@@ -338,15 +344,7 @@ Test(backup, a_log_restored_without_its_views_and_groups_is_folded_and_handed_ou
     cr_assert_eq(an_consumer_flush(k, &err), 0, "%s", err.detail);
     struct an_delivery dv;
     cr_assert_eq(an_consumer_next(k, 300, &dv, &err), AN_SUB_TIMEOUT, "a 26th event");
-    for (int i = 0; i < 500; i++) {
-        st = group_status(h.client);
-        if (st->checkpoint == 35) {
-            break;
-        }
-        an_group_status_free(st);
-        st = NULL;
-        usleep(10000);
-    }
+    st = group_until(h.client, 0, 35);
     cr_assert_not_null(st, "the checkpoint did not reach 35");
     an_group_status_free(st);
     an_consumer_close(k);

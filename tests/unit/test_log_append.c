@@ -1413,6 +1413,26 @@ Test(log_delete, deletes_and_appends_interleave_in_one_batch)
 
 /* ---- map growth and the size cap ---- */
 
+/* The log holds exactly n events, event i (from 0) of ev_bytes bytes of
+ * fx_pattern(seed0 + i), and verifies. */
+static void assert_patterns_and_verify(size_t n, size_t ev_bytes, uint64_t seed0)
+{
+    struct fx_evs e = {0};
+    fx_read_everything(&e);
+    cr_assert_eq(e.n, n);
+    uint8_t *want = malloc(ev_bytes);
+    for (size_t i = 0; i < e.n; i++) {
+        fx_pattern(want, ev_bytes, seed0 + i);
+        cr_assert_eq(e.v[i].rec->data.len, ev_bytes);
+        cr_assert_eq(memcmp(e.v[i].rec->data.data, want, ev_bytes), 0,
+                     "data of position %zu differs", i + 1);
+    }
+    free(want);
+    fx_evs_free(&e);
+    char detail[LOG_DETAIL_MAX] = "";
+    cr_assert_eq(log_verify(fx.env, NULL, NULL, detail), 0, "%s", detail);
+}
+
 Test(log_map, map_grows_under_load)
 {
     struct log_cfg cfg = {.initial_map_bytes = 1u << 20};
@@ -1443,19 +1463,7 @@ Test(log_map, map_grows_under_load)
     cr_assert_geq(st.map_bytes, st.used_bytes);
     cr_assert_eq(st.head, n_events);
 
-    struct fx_evs e = {0};
-    fx_read_everything(&e);
-    uint8_t *want = malloc(ev_bytes);
-    for (size_t i = 0; i < e.n; i++) {
-        fx_pattern(want, ev_bytes, i + 1);
-        cr_assert_eq(e.v[i].rec->data.len, ev_bytes);
-        cr_assert_eq(memcmp(e.v[i].rec->data.data, want, ev_bytes), 0,
-                     "data of position %zu differs", i + 1);
-    }
-    free(want);
-    fx_evs_free(&e);
-    char detail[LOG_DETAIL_MAX] = "";
-    cr_assert_eq(log_verify(fx.env, NULL, NULL, detail), 0, "%s", detail);
+    assert_patterns_and_verify(n_events, ev_bytes, 1);
 }
 
 /* Commits one op; both ways of failing at the cap are allowed (the op gets
@@ -1672,19 +1680,7 @@ Test(log_map, preallocation_keeps_the_file_ahead_and_changes_nothing_lmdb_keeps)
                   (unsigned long long)grown);
 
     fx_reopen();
-    struct fx_evs e = {0};
-    fx_read_everything(&e);
-    cr_assert_eq(e.n, n_events);
-    uint8_t *want = malloc(ev_bytes);
-    for (size_t i = 0; i < e.n; i++) {
-        fx_pattern(want, ev_bytes, seed + i);
-        cr_assert_eq(memcmp(e.v[i].rec->data.data, want, ev_bytes), 0,
-                     "data of position %zu differs", i + 1);
-    }
-    free(want);
-    fx_evs_free(&e);
-    char detail[LOG_DETAIL_MAX] = "";
-    cr_assert_eq(log_verify(fx.env, NULL, NULL, detail), 0, "%s", detail);
+    assert_patterns_and_verify(n_events, ev_bytes, seed);
 
     /* a cap: the zeros stop at it */
     const uint64_t cap = 2u << 20;
