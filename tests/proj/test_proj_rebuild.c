@@ -301,6 +301,72 @@ Test(proj_rebuild, interrupted_by_a_restart_resumes)
     cr_assert_eq(count_view_dirs(), 1);
 }
 
+/*
+ * The log goes back to an older copy while the view (and a rebuild of it)
+ * are past that copy's head, as when a log is restored without its
+ * projections: at the next open both are dropped, and one fresh view folds
+ * the restored log from position 1.
+ */
+Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_from_it)
+{
+    struct proj_cfg cfg = {.batch_events = 16};
+    pfx_close();
+    pfx_open(&cfg);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(append_typed(10), 0);
+    }
+    char copy[200];
+    snprintf(copy, sizeof(copy), "%s-older", fx.dir);
+    char detail[LOG_DETAIL_MAX] = "";
+    uint64_t head = 0;
+    uint64_t bytes = 0;
+    cr_assert_eq(log_backup(fx.env, copy, &head, &bytes, detail), 0, "%s", detail);
+    cr_assert_eq(head, 30);
+    struct pdef p;
+    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
+    pfx_create(&p);
+    for (int i = 0; i < 40; i++) {
+        cr_assert_eq(append_typed(100), 0);
+    }
+    pfx_wait("ct", log_head(fx.env));
+    bool caught = false;
+    for (int attempt = 0; attempt < 50 && !caught; attempt++) {
+        cr_assert_eq(proj_rebuild(pfx.mgr, "ct", NULL, NULL), 0);
+        for (int i = 0; i < 5000 && !caught; i++) {
+            Annals__V1__ProjectionStatus *st = pfx_status("ct");
+            bool rebuilding = st->state == S_REBUILDING;
+            caught = rebuilding && st->rebuild_checkpoint > 0;
+            proj_status_free(st);
+            if (!rebuilding) {
+                break;
+            }
+            usleep(200);
+        }
+    }
+    cr_assert(caught, "never saw a rebuild mid-way");
+    pfx_close();
+
+    /* the older log in place of this one; the projections stay */
+    struct log_cfg lc = fx.cfg;
+    fx_close();
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "cp '%s/data.mdb' '%s/data.mdb' && rm -f '%s/lock.mdb'", copy,
+             fx.dir, fx.dir);
+    cr_assert_eq(system(cmd), 0);
+    fx_open_cfg(&lc);
+    cr_assert_eq(log_head(fx.env), 30);
+    pfx_open(&cfg);
+    Annals__V1__ProjectionStatus *st = pfx_status("ct");
+    cr_assert_neq(st->state, S_REBUILDING, "the rebuild past the head went on");
+    cr_assert_leq(st->checkpoint, 30, "checkpoint %llu past the head 30",
+                  (unsigned long long)st->checkpoint);
+    proj_status_free(st);
+    check_count_view();
+    cr_assert_eq(count_view_dirs(), 1, "the dropped generations are still there");
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", copy);
+    cr_assert_eq(system(cmd), 0);
+}
+
 Test(proj_rebuild, delete_while_rebuilding_removes_both_generations)
 {
     struct proj_cfg cfg = {.batch_events = 8};
