@@ -488,9 +488,9 @@ static void nice_self(const char *what, int nice)
  * filling their windows) the messages are 16 KiB: behind 1000 stalled
  * subscribers the writers kept 0.83-0.91x of their unloaded rate, against
  * 0.72-0.84x with 64 KiB (bench_conns --idle 1000 --stalled 1000, five
- * pairs, interleaved). A lone subscriber replaying
- * keeps 64 KiB messages: with 16 KiB it caught up at half the rate
- * (0.74-1.0 M against 1.6-2.3 M events/s). */
+ * pairs, interleaved). A lone subscriber replaying keeps 64 KiB messages:
+ * with 16 KiB it caught up at half the rate (0.74-1.0 M against 1.6-2.3 M
+ * events/s). */
 static void *catchup_main(void *arg)
 {
     struct srv *s = arg;
