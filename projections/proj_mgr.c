@@ -191,34 +191,6 @@ static void list_add(proj_mgr *mgr, struct proj *p)
     pthread_mutex_unlock(&mgr->mu);
 }
 
-/* A catalog key for a log line: bytes outside [A-Za-z0-9_.-] as %XX (so
- * no quote, space or '=' of the key can pass for the line's own), cut at
- * about 80 with "...". */
-static void key_text(char *out, size_t cap, const void *key, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const uint8_t *k = key;
-    size_t o = 0;
-    size_t max = cap < 84 ? cap : 84;
-    for (size_t i = 0; i < len; i++) {
-        bool plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
-                     (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '-' || k[i] == '.';
-        if (o + (plain ? 1 : 3) + 4 > max) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (plain) {
-            out[o++] = (char)k[i];
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[k[i] >> 4];
-            out[o++] = hex[k[i] & 15];
-        }
-    }
-    out[o] = '\0';
-}
-
 int proj__cat_decode(proj_mgr *mgr, const void *key, size_t klen, const void *val, size_t vlen,
                      struct proj **out, char *detail)
 {
@@ -288,7 +260,7 @@ static int cat_load(proj_mgr *mgr, char *detail)
         int prc = proj__cat_decode(mgr, k.mv_data, k.mv_size, v.mv_data, v.mv_size, &p, why);
         if (prc) {
             char name[96];
-            key_text(name, sizeof(name), k.mv_data, k.mv_size);
+            log_key_text(name, sizeof(name), k.mv_data, k.mv_size);
             proj__say(mgr, PROJ_LOG_ERROR,
                       "msg=\"catalog entry skipped\" proj=%s bytes=%zu err=%s detail=\"%s\"",
                       name, v.mv_size, an_errname(prc), why);

@@ -1190,40 +1190,12 @@ int srv__drop_records(struct srv_groups *gs, const char *name)
 
 /* ---- loading at start: the records read back ---- */
 
-/* A record's key for a log line or a detail: bytes outside [A-Za-z0-9_.-]
- * as %XX (so no quote, space or '=' of the key can pass for the line's
- * own), cut at about 80 with "...". */
-static void key_text(char *out, size_t cap, const void *key, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    const uint8_t *k = key;
-    size_t o = 0;
-    size_t max = cap < 84 ? cap : 84;
-    for (size_t i = 0; i < len; i++) {
-        bool plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
-                     (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '-' || k[i] == '.';
-        if (o + (plain ? 1 : 3) + 4 > max) {
-            memcpy(out + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (plain) {
-            out[o++] = (char)k[i];
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[k[i] >> 4];
-            out[o++] = hex[k[i] & 15];
-        }
-    }
-    out[o] = '\0';
-}
-
 int srv__group_decode_def(struct srv_groups *gs, const void *key, size_t klen, const void *val,
                           size_t vlen, struct srv_group **out, char *detail)
 {
     char kt[96];
     char why[LOG_DETAIL_MAX] = "";
-    key_text(kt, sizeof(kt), key, klen);
+    log_key_text(kt, sizeof(kt), key, klen);
     Annals__V1__ConsumerGroup *d = annals__v1__consumer_group__unpack(NULL, vlen, val);
     if (!d) {
         snprintf(detail, LOG_DETAIL_MAX, "group '%s': its definition (%zu bytes) does not decode",
@@ -1351,11 +1323,7 @@ static int load_group(struct srv_groups *gs, MDB_txn *txn, log_reader *rd, MDB_v
         return rc;
     }
     /* the log's head: what a group from another history is cut back to */
-    uint64_t head = UINT64_MAX;
-    if (log_reader_begin(rd) == 0) {
-        head = log_reader_head(rd);
-        log_reader_end(rd);
-    }
+    uint64_t head = log_head(gs->srv->log);
     MDB_val sv;
     int r = mdb_get(txn, gs->state, k, &sv);
     if (r == 0) {

@@ -470,6 +470,15 @@ int log_event_peek(const uint8_t *packed, size_t len, struct log_event *out);
  */
 void log_percent_encode(char *out, size_t cap, const char *s, size_t len);
 
+/*
+ * log_key_text - a stored record's key (any bytes) for a log line or a
+ * detail: every byte outside [A-Za-z0-9_.-] as %XX, so that no quote,
+ * space or '=' of the key can pass for the line's own, cut at about 80
+ * bytes (or cap) with "...". Used by the groups' and the projections'
+ * loaders.
+ */
+void log_key_text(char *out, size_t cap, const void *key, size_t len);
+
 /* log_utf8_valid - whether [s, s+len) is well-formed UTF-8. */
 bool log_utf8_valid(const char *s, size_t len);
 

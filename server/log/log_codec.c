@@ -276,6 +276,31 @@ long log__json_escape(char *buf, size_t cap, const char *s, size_t len)
     return (long)o;
 }
 
+void log_key_text(char *out, size_t cap, const void *key, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *k = key;
+    size_t o = 0;
+    size_t max = cap < 84 ? cap : 84;
+    for (size_t i = 0; i < len; i++) {
+        bool plain = (k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+                     (k[i] >= '0' && k[i] <= '9') || k[i] == '_' || k[i] == '-' || k[i] == '.';
+        if (o + (plain ? 1 : 3) + 4 > max) {
+            memcpy(out + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (plain) {
+            out[o++] = (char)k[i];
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[k[i] >> 4];
+            out[o++] = hex[k[i] & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
 void log_percent_encode(char *out, size_t cap, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";

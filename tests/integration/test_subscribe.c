@@ -172,6 +172,30 @@ struct consumer {
     struct an_error err;
 };
 
+/* Subscription i of a mixed set, by i % 4: everything, the streams
+ * starting with *prefix, the events of type *type, or the one stream. */
+static struct an_subscribe_opts mixed_filter(int i, const char *const *prefix,
+                                             const char *const *type, const char *stream)
+{
+    struct an_subscribe_opts o = {0};
+    switch (i % 4) {
+    case 1:
+        o.stream_prefixes = prefix;
+        o.n_stream_prefixes = 1;
+        break;
+    case 2:
+        o.event_types = type;
+        o.n_event_types = 1;
+        break;
+    case 3:
+        o.stream = stream;
+        break;
+    default:
+        break;
+    }
+    return o;
+}
+
 static void consumer_open(an_client *c, const struct an_subscribe_opts *o, struct consumer *k)
 {
     memset(k, 0, sizeof(*k));
@@ -418,22 +442,7 @@ Test(subscribe, two_hundred_subscriptions_with_mixed_filters_each_get_the_exact_
         cs[i] = h_client(&h);
     }
     for (int i = 0; i < N_SUBS; i++) {
-        struct an_subscribe_opts o = {0};
-        switch (i % 4) {
-        case 0:
-            break;
-        case 1:
-            o.stream_prefixes = &prefix;
-            o.n_stream_prefixes = 1;
-            break;
-        case 2:
-            o.event_types = &type;
-            o.n_event_types = 1;
-            break;
-        case 3:
-            o.stream = "w3-1";
-            break;
-        }
+        struct an_subscribe_opts o = mixed_filter(i, &prefix, &type, "w3-1");
         consumer_open(cs[i % 4], &o, &subs[i]);
         atomic_store(&targets[i], 0);
     }
@@ -510,22 +519,7 @@ Test(subscribe, subscriptions_far_behind_catch_up_and_get_the_exact_sequence, .t
     an_client *c2 = h_client(&h);
     struct consumer k[N_FAR];
     for (int i = 0; i < N_FAR; i++) {
-        struct an_subscribe_opts o = {0};
-        switch (i % 4) {
-        case 1:
-            o.stream_prefixes = &prefix;
-            o.n_stream_prefixes = 1;
-            break;
-        case 2:
-            o.event_types = &type;
-            o.n_event_types = 1;
-            break;
-        case 3:
-            o.stream = "fb-0";
-            break;
-        default:
-            break;
-        }
+        struct an_subscribe_opts o = mixed_filter(i, &prefix, &type, "fb-0");
         consumer_open(i % 2 ? c2 : h.client, &o, &k[i]);
     }
     struct writer w = {.addr = h.addr, .prefix = "f", .nstreams = 4, .appends = 600,

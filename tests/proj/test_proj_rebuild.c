@@ -258,6 +258,29 @@ Test(proj_rebuild, under_appends_and_gets_never_fails_nor_shows_a_half_built_vie
     cr_assert(dir_exists("ct.2"));
 }
 
+/* Starts a rebuild of `name` and returns its checkpoint once seen mid-way
+ * (> 0, still rebuilding); on a fast disk one may end between two looks:
+ * then it starts another (50 at most). */
+static uint64_t rebuild_caught_midway(const char *name)
+{
+    uint64_t seen = 0;
+    for (int attempt = 0; attempt < 50 && seen == 0; attempt++) {
+        cr_assert_eq(proj_rebuild(pfx.mgr, name, NULL, NULL), 0);
+        for (int i = 0; i < 5000 && seen == 0; i++) {
+            Annals__V1__ProjectionStatus *st = pfx_status(name);
+            bool rebuilding = st->state == S_REBUILDING;
+            seen = rebuilding ? st->rebuild_checkpoint : 0;
+            proj_status_free(st);
+            if (!rebuilding) {
+                break;
+            }
+            usleep(200);
+        }
+    }
+    cr_assert_gt(seen, 0, "never saw a rebuild of %s mid-way", name);
+    return seen;
+}
+
 Test(proj_rebuild, interrupted_by_a_restart_resumes)
 {
     struct proj_cfg cfg = {.batch_events = 16};
@@ -270,23 +293,7 @@ Test(proj_rebuild, interrupted_by_a_restart_resumes)
         cr_assert_eq(append_typed(100), 0);
     }
     pfx_wait("ct", log_head(fx.env));
-    /* catch a rebuild mid-way (on a fast disk one may end between two
-     * looks: then start another) */
-    uint64_t before = 0;
-    for (int attempt = 0; attempt < 50 && before == 0; attempt++) {
-        cr_assert_eq(proj_rebuild(pfx.mgr, "ct", NULL, NULL), 0);
-        for (int i = 0; i < 5000 && before == 0; i++) {
-            Annals__V1__ProjectionStatus *st = pfx_status("ct");
-            bool rebuilding = st->state == S_REBUILDING;
-            before = rebuilding ? st->rebuild_checkpoint : 0;
-            proj_status_free(st);
-            if (!rebuilding) {
-                break;
-            }
-            usleep(200);
-        }
-    }
-    cr_assert_gt(before, 0, "never saw a rebuild mid-way");
+    uint64_t before = rebuild_caught_midway("ct");
     pfx_close();
     pfx_open(&cfg);
     Annals__V1__ProjectionStatus *st = pfx_status("ct");
@@ -329,21 +336,7 @@ Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_
         cr_assert_eq(append_typed(100), 0);
     }
     pfx_wait("ct", log_head(fx.env));
-    bool caught = false;
-    for (int attempt = 0; attempt < 50 && !caught; attempt++) {
-        cr_assert_eq(proj_rebuild(pfx.mgr, "ct", NULL, NULL), 0);
-        for (int i = 0; i < 5000 && !caught; i++) {
-            Annals__V1__ProjectionStatus *st = pfx_status("ct");
-            bool rebuilding = st->state == S_REBUILDING;
-            caught = rebuilding && st->rebuild_checkpoint > 0;
-            proj_status_free(st);
-            if (!rebuilding) {
-                break;
-            }
-            usleep(200);
-        }
-    }
-    cr_assert(caught, "never saw a rebuild mid-way");
+    rebuild_caught_midway("ct");
     pfx_close();
 
     /* the older log in place of this one; the projections stay */
