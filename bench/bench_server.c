@@ -13,6 +13,9 @@
  *   D. ReadAll of R events over loopback (loaded with 256-event appends)
  *   E. the engine in process (log_commit, no gRPC) at the mean batch sizes
  *      the server reached in A, B and C: what the server could do at best
+ *   F. Health/Check instead of Append, 1 client and N clients (unless
+ *      --no-grpc-floor): gRPC, libannals and the server's dispatch alone,
+ *      no writer and no disk: what unary calls can do at best on these cores
  * Progress lines go to stderr; the table to stdout.
  */
 #include <errno.h>
@@ -71,6 +74,7 @@ struct uclient {
     const char *addr;
     int index;
     uint64_t count;
+    bool health;                /* Health/Check instead of Append */
     struct bu_lat lat;
 };
 
@@ -84,7 +88,16 @@ static void *unary_main(void *arg)
         die("connect", AN_EUNAVAIL, u->addr);
     }
     snprintf(stream, sizeof(stream), "bench-%d", u->index);
-    for (uint64_t i = 0; i < u->count; i++) {
+    for (uint64_t i = 0; u->health && i < u->count; i++) {
+        bool serving = false;
+        double t0 = bu_now();
+        int rc = an_health(c, &serving, &err);
+        bu_lat_add(&u->lat, bu_now() - t0);
+        if (rc || !serving) {
+            die("health", rc ? rc : AN_EUNAVAIL, rc ? err.detail : "not serving");
+        }
+    }
+    for (uint64_t i = 0; !u->health && i < u->count; i++) {
         struct an_event e = {.type = "Deposited", .data = payload, .data_len = EVENT_BYTES,
                              .content_type = "application/json"};
         struct an_stream_append sa = {.stream = stream,
@@ -107,7 +120,10 @@ static void *unary_main(void *arg)
     return NULL;
 }
 
-static void run_unary(const char *base, struct result *r, int clients, uint64_t total)
+/* Unary Appends (or, with health, Health/Checks: gRPC, libannals and the
+ * server's dispatch alone, no writer and no disk) from `clients` threads. */
+static void run_unary(const char *base, struct result *r, int clients, uint64_t total,
+                      bool health)
 {
     struct bu_server s;
     struct uclient *u = calloc((size_t)clients, sizeof(*u));
@@ -118,7 +134,8 @@ static void run_unary(const char *base, struct result *r, int clients, uint64_t 
             (unsigned long long)total);
     double t0 = bu_now();
     for (int i = 0; i < clients; i++) {
-        u[i] = (struct uclient){.addr = s.addr, .index = i, .count = total / (uint64_t)clients};
+        u[i] = (struct uclient){
+            .addr = s.addr, .index = i, .count = total / (uint64_t)clients, .health = health};
         pthread_create(&t[i], NULL, unary_main, &u[i]);
     }
     uint64_t done = 0;
@@ -399,8 +416,8 @@ static void run_tls(const char *base, int clients, uint64_t count, struct result
     struct result b = {.name = "TLS unary, N clients"};
     struct result c = {.name = "TLS AppendStream, 64 in flight"};
     struct result d = {.name = "TLS ReadAll over loopback"};
-    run_unary(base, &a, 1, count / 20 < 500 ? 500 : count / 20);
-    run_unary(base, &b, clients, count);
+    run_unary(base, &a, 1, count / 20 < 500 ? 500 : count / 20, false);
+    run_unary(base, &b, clients, count, false);
     run_stream(base, &c, count, 0, &d);
     printf("\n%-32s %12s %9s %9s %14s %14s\n", "over TLS", "events/s", "p50 ms", "p99 ms",
            "plaintext ev/s", "TLS/plaintext");
@@ -423,13 +440,16 @@ static void run_tls(const char *base, int clients, uint64_t count, struct result
 static void usage(void)
 {
     printf("usage: bench_server [--quick] [--clients N] [--count N] [--read N] [--dir DIR] "
-           "[--tls]\n"
+           "[--tls] [--no-grpc-floor]\n"
            "  --clients N  concurrent unary clients in phase B (default 64)\n"
            "  --count N    appends per write phase (default 60000; A uses N/20)\n"
            "  --read N     events read back by ReadAll (default 1000000)\n"
            "  --dir DIR    where temp data dirs go (default /var/tmp)\n"
            "  --tls        then the same write phases and a read over TLS (certificates made\n"
            "               with the openssl command), with the ratio TLS / plaintext\n"
+           "  --no-grpc-floor  skip the Health/Check phases (gRPC alone, 1 and N clients)\n"
+           "  --phases LIST    which write phases to run, of abc (default abc): a unary\n"
+           "               1 client, b unary N clients, c AppendStream and ReadAll\n"
            "  --quick      tiny sizes, for a smoke run\n");
 }
 
@@ -440,6 +460,8 @@ int main(int argc, char **argv)
     uint64_t read_n = 1000000;
     const char *base = "/var/tmp";
     bool tls = false;
+    bool grpc_floor = true;
+    const char *phases = "abc";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--quick") == 0) {
@@ -460,6 +482,11 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(argv[i], "--tls") == 0) {
             tls = true;
+        } else if (strcmp(argv[i], "--no-grpc-floor") == 0) {
+            grpc_floor = false;
+        } else if (strcmp(argv[i], "--phases") == 0 && v && v[strspn(v, "abc")] == 0 && *v) {
+            phases = v;
+            i++;
         } else {
             usage();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -479,31 +506,67 @@ int main(int argc, char **argv)
     struct result b = {.name = "unary, N clients"};
     struct result c = {.name = "AppendStream, 64 in flight"};
     struct result d = {.name = "ReadAll over loopback"};
-    run_unary(base, &a, 1, count / 20 < 500 ? 500 : count / 20);
-    run_unary(base, &b, clients, count);
-    run_stream(base, &c, count, read_n, &d);
+    struct result ha = {.name = "Health/Check, 1 client"};
+    struct result hb = {.name = "Health/Check, N clients"};
+    uint64_t count_a = count / 20 < 500 ? 500 : count / 20;
+    bool pa = strchr(phases, 'a'), pb = strchr(phases, 'b'), pc = strchr(phases, 'c');
+    if (pa) {
+        run_unary(base, &a, 1, count_a, false);
+    }
+    if (pb) {
+        run_unary(base, &b, clients, count, false);
+    }
+    if (pc) {
+        run_stream(base, &c, count, read_n, &d);
+    }
+    if (grpc_floor) {
+        /* the same unary calls without the writer and the disk: what gRPC,
+         * libannals and the server's dispatch cost on these cores */
+        run_unary(base, &ha, 1, count_a, true);
+        run_unary(base, &hb, clients, count, true);
+    }
     fprintf(stderr, "bench: the engine in process at the same batch sizes\n");
-    double ea = engine_rate(base, a.batch, count / 20 < 500 ? 500 : count / 20);
-    double eb = engine_rate(base, b.batch, count);
-    double ec = engine_rate(base, c.batch, count);
+    double ea = pa ? engine_rate(base, a.batch, count_a) : 0;
+    double eb = pb ? engine_rate(base, b.batch, count) : 0;
+    double ec = pc ? engine_rate(base, c.batch, count) : 0;
 
     printf("\n%-30s %12s %9s %9s %9s %10s %14s %7s\n", "phase", "events/s", "p50 ms", "p99 ms",
            "p99.9 ms", "mean batch", "engine ev/s", "ratio");
     struct result *rs[] = {&a, &b, &c};
     double eng[] = {ea, eb, ec};
     for (int i = 0; i < 3; i++) {
+        if (eng[i] == 0) {
+            continue; /* not run */
+        }
         printf("%-30s %12.0f %9.3f %9.3f %9.3f %10.1f %14.0f %6.2fx\n", rs[i]->name,
                rs[i]->events_s, rs[i]->p50_ms, rs[i]->p99_ms, rs[i]->p999_ms, rs[i]->batch,
                eng[i], rs[i]->events_s / eng[i]);
     }
-    printf("%-30s %12.0f\n", d.name, d.events_s);
-    printf("\ntargets: unary N clients >= 0.60x the engine at its batch (%.2fx); "
-           "AppendStream >= 60000 ev/s, 2x Redis AOF-always (%.0f); 1 client p50 <= 0.5 ms "
-           "(%.3f); ReadAll >= 1000000 ev/s (%.0f)\n",
-           b.events_s / eb, c.events_s, a.p50_ms, d.events_s);
+    if (pc) {
+        printf("%-30s %12.0f\n", d.name, d.events_s);
+    }
+    if (grpc_floor) {
+        struct result *hs[] = {&ha, &hb};
+        for (int i = 0; i < 2; i++) {
+            printf("%-30s %12.0f %9.3f %9.3f %9.3f   (calls/s; no writer, no disk)\n",
+                   hs[i]->name, hs[i]->events_s, hs[i]->p50_ms, hs[i]->p99_ms, hs[i]->p999_ms);
+        }
+    }
+    if (pa && pb && pc) {
+        printf("\ntargets: unary N clients >= 0.60x the engine at its batch (%.2fx); "
+               "AppendStream >= 60000 ev/s, 2x Redis AOF-always (%.0f); 1 client p50 <= 0.5 ms "
+               "(%.3f); ReadAll >= 1000000 ev/s (%.0f)\n",
+               b.events_s / eb, c.events_s, a.p50_ms, d.events_s);
+    }
+    if (grpc_floor && pa && pb) {
+        printf("gRPC alone (Health/Check): N clients reach %.0f calls/s, so unary appends can "
+               "reach at most %.2fx the engine at their batch; they reach %.2fx of gRPC alone. "
+               "1 client: a call's round trip is %.3f ms of the append's %.3f ms (p50)\n",
+               hb.events_s, hb.events_s / eb, b.events_s / hb.events_s, ha.p50_ms, a.p50_ms);
+    }
     printf("(N = %d clients; %llu appends per write phase; %d-byte events)\n", clients,
            (unsigned long long)count, EVENT_BYTES);
-    if (tls) {
+    if (tls && pa && pb && pc) {
         run_tls(base, clients, count, rs, &d);
     }
     return 0;

@@ -224,6 +224,9 @@ struct srv_fanout {
     size_t n_parked;
     struct srv_sel *active;     /* selections with subscriptions parked here */
     uint64_t published;         /* the head the writer last published */
+    uint64_t seen;              /* waves are built after it: the last one's
+                                   end, or the head published while nobody
+                                   was parked (not signalled) */
     bool stop;
     bool running;
     pthread_t thread;

@@ -774,21 +774,21 @@ static void *fanout_main(void *arg)
     pthread_setname_np(pthread_self(), "an-fanout");
     nice_self("an-fanout", FANOUT_NICE);
     struct wave_idx idx = {0};
-    uint64_t seen = 0;
     pthread_mutex_lock(&f->mu);
     for (;;) {
-        while (!f->stop && f->published <= seen) {
+        while (!f->stop && f->published <= f->seen) {
             pthread_cond_wait(&f->cond, &f->mu);
         }
         if (f->stop) {
             break;
         }
         uint64_t upto = f->published;
+        uint64_t from = f->seen + 1;
         bool any = f->parked != NULL || f->active != NULL;
         pthread_mutex_unlock(&f->mu);
         /* what the wave brings, read outside the lock */
         if (any) {
-            idx_build(&idx, f->rd, seen + 1, upto);
+            idx_build(&idx, f->rd, from, upto);
         } else {
             idx.valid = false;
         }
@@ -857,7 +857,9 @@ static void *fanout_main(void *arg)
                 take = c;
             }
         }
-        seen = upto;
+        if (f->seen < upto) {
+            f->seen = upto;
+        }
         pthread_mutex_unlock(&f->mu);
         while (take) {
             struct srv_call *c = take;
@@ -886,7 +888,15 @@ void srv_sub_notify(struct srv *s)
         pthread_mutex_lock(&f->mu);
         if (h > f->published) {
             f->published = h;
-            pthread_cond_signal(&f->cond);
+            /* a thread with nobody parked would wake for nothing: a
+             * context switch per commit on these cores. A subscription
+             * that parks later compares its cursor with the head under
+             * this lock, so it parks at or past h. */
+            if (f->parked || f->active) {
+                pthread_cond_signal(&f->cond);
+            } else {
+                f->seen = h; /* the next wave starts after it */
+            }
         }
         pthread_mutex_unlock(&f->mu);
     }
@@ -918,6 +928,7 @@ int srv_sub_start(struct srv *s)
         pthread_mutex_init(&f->mu, NULL);
         pthread_cond_init(&f->cond, NULL);
         f->published = head;
+        f->seen = head;
         int rc = log_reader_open(s->log, &f->rd);
         if (!rc && pthread_create(&f->thread, NULL, fanout_main, f)) {
             rc = AN_EINTERNAL;

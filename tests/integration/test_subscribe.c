@@ -62,18 +62,22 @@ struct seq {
     size_t cap;
 };
 
-static void seq_add(struct seq *s, const Annals__V1__RecordedEvent *ev)
+static void seq_add_rec(struct seq *s, const struct rec *r)
 {
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 256;
         s->r = realloc(s->r, s->cap * sizeof(*s->r));
         cr_assert_not_null(s->r);
     }
-    struct rec *r = &s->r[s->n++];
-    r->pos = ev->global_position;
-    r->version = ev->stream_version;
+    s->r[s->n++] = *r;
+}
+
+static void seq_add(struct seq *s, const Annals__V1__RecordedEvent *ev)
+{
+    struct rec r = {.pos = ev->global_position, .version = ev->stream_version};
     cr_assert_eq(ev->id.len, 16);
-    memcpy(r->id, ev->id.data, 16);
+    memcpy(r.id, ev->id.data, 16);
+    seq_add_rec(s, &r);
 }
 
 static void seq_free(struct seq *s)
@@ -988,4 +992,63 @@ Test(subscribe, parked_filtered_subscriptions_get_checkpoints_and_their_rare_eve
     }
     an_sub_close(a);
     an_sub_close(b);
+}
+
+/* ---- waves nobody was parked for ---- */
+
+/* The writer signals a fan-out thread only while a subscription is parked
+ * there; otherwise it moves the thread's wave start along with the head.
+ * Subscriptions that park after 300 such commits (and again after 300
+ * more, once all of them have closed) must still get each later event
+ * exactly once: all streams, a prefix, a type and one stream. */
+Test(subscribe, subscriptions_parked_after_unwatched_commits_get_every_later_event_once)
+{
+    const char *prefix = "uw-a";
+    const char *type = "T1";
+    uint64_t from = 1;
+    for (int round = 0; round < 2; round++) {
+        /* commits no subscription watches, one event each */
+        for (int i = 0; i < 300; i++) {
+            append_n(h.client, i % 2 ? "uw-a1" : "uw-b1", i % 3 ? "T0" : "T1", 1, 1);
+        }
+        struct consumer k[4];
+        struct an_subscribe_opts o[4];
+        for (int i = 0; i < 4; i++) {
+            o[i] = mixed_filter(i, &prefix, &type, "uw-a1");
+            o[i].from_end = true;
+            consumer_open(h.client, &o[i], &k[i]);
+            settle(&k[i], 5000);
+            cr_assert_eq(k[i].caught_up, 1, "round %d, subscription %d caught up", round, i);
+            cr_assert_eq(k[i].got.n, 0, "from the end: nothing before it");
+        }
+        /* what they were opened after; every later event must come */
+        uint64_t start = k[0].last_ckpt + 1;
+        for (int i = 0; i < 60; i++) {
+            append_n(h.client, i % 2 ? "uw-a1" : "uw-b2", i % 3 ? "T0" : "T1", 1 + i % 3, 3);
+        }
+        for (int i = 0; i < 4; i++) {
+            struct seq want = {0};
+            if (i == 3) {
+                struct seq whole = {0};
+                read_stream_seq(h.client, "uw-a1", &whole);
+                for (size_t j = 0; j < whole.n; j++) {
+                    if (whole.r[j].pos >= start) {
+                        seq_add_rec(&want, &whole.r[j]);
+                    }
+                }
+                seq_free(&whole);
+            } else {
+                read_all_seq(h.client, i == 1 ? prefix : NULL, i == 2 ? type : NULL, start,
+                             &want);
+            }
+            cr_assert_gt(want.n, 0);
+            consume_until(&k[i], want.n, 10000);
+            consume(&k[i], 200, SIZE_MAX);
+            seq_assert_eq(&k[i].got, &want, "after unwatched commits");
+            seq_free(&want);
+            consumer_close(&k[i]);
+        }
+        cr_assert_geq(start, from + 300, "the unwatched commits came first");
+        from = start;
+    }
 }
