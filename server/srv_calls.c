@@ -282,12 +282,16 @@ void srv_astream_result(struct srv_call *c, struct srv_wreq *w)
     srv_wreq_free(w);
 }
 
+/* How many appends of one message are handed to the writer at once. */
+#define ASTREAM_CHUNK 64
+
 /*
- * With c->mu held: checks one append of the call and hands it to the
- * writer, or queues its failure as a result. Takes req. False when the
- * writer refused it for shutdown: the call then ends.
+ * With c->mu held: checks one append of the call. Returns its request for
+ * the writer (which then owns req), or NULL with its failure queued as a
+ * result (req freed).
  */
-static bool astream_one(struct srv_call *c, Annals__V1__AppendStreamRequest *req, size_t bytes)
+static struct srv_wreq *astream_check(struct srv_call *c, Annals__V1__AppendStreamRequest *req,
+                                      size_t bytes)
 {
     char detail[LOG_DETAIL_MAX] = "";
     c->as.in_progress++;
@@ -300,31 +304,50 @@ static bool astream_one(struct srv_call *c, Annals__V1__AppendStreamRequest *req
         w = wreq_new(c, req->append->n_streams);
         rc = w ? 0 : AN_ENOMEM;
     }
-    if (!rc) {
-        w->bytes = bytes;
-        w->op.kind = LOG_OP_APPEND;
-        w->op.append = req->append;
-        w->op.principal = c->principal;
-        w->correlation_id = req->correlation_id;
-        w->stream_req = req;
-        rc = srv_writer_submit(c->srv, w);
-        if (rc == AN_EBUSY) {
-            w->stream_req = NULL;
-            srv_wreq_free(w);
-            queue_refusal(c->srv, rc, detail, sizeof(detail));
-        } else if (rc) {
-            w->stream_req = NULL;
-            srv_wreq_free(w);
-            c->as.in_progress--;
-            c->as.end_code = AN_EUNAVAIL;
-            c->as.half_closed = true;
-            annals__v1__append_stream_request__free_unpacked(req, NULL);
-            return false;
-        }
-    }
     if (rc) {
         astream_error(c, req->correlation_id, rc, detail, NULL, 0);
         annals__v1__append_stream_request__free_unpacked(req, NULL);
+        return NULL;
+    }
+    w->bytes = bytes;
+    w->op.kind = LOG_OP_APPEND;
+    w->op.append = req->append;
+    w->op.principal = c->principal;
+    w->correlation_id = req->correlation_id;
+    w->stream_req = req;
+    return w;
+}
+
+/*
+ * With c->mu held: hands a message's checked appends to the writer, all at
+ * once. What the writer's queue has no room for gets its refusal as a
+ * result. False when the writer refused them for shutdown: the call then
+ * ends.
+ */
+static bool astream_submit(struct srv_call *c, struct srv_wreq **ws, size_t n)
+{
+    char detail[LOG_DETAIL_MAX];
+    size_t taken = 0;
+    int rc = n ? srv_writer_submit_many(c->srv, ws, n, &taken) : 0;
+    if (rc) {
+        queue_refusal(c->srv, rc, detail, sizeof(detail));
+    }
+    for (size_t i = taken; i < n; i++) {
+        struct srv_wreq *w = ws[i];
+        Annals__V1__AppendStreamRequest *req = w->stream_req;
+        w->stream_req = NULL;
+        srv_wreq_free(w);
+        if (rc == AN_EBUSY) {
+            astream_error(c, req->correlation_id, rc, detail, NULL, 0);
+        } else {
+            c->as.in_progress--;
+        }
+        annals__v1__append_stream_request__free_unpacked(req, NULL);
+    }
+    if (rc && rc != AN_EBUSY) {
+        c->as.end_code = AN_EUNAVAIL;
+        c->as.half_closed = true;
+        return false;
     }
     return true;
 }
@@ -394,13 +417,24 @@ static void astream_on_read(struct srv_call *c, bool ok)
     atomic_fetch_add_explicit(&c->srv->metrics.astream_appends_in, n_more + 1,
                               memory_order_relaxed);
     size_t bytes = c->recv_bytes / (n_more + 1);
-    bool go = astream_one(c, req, bytes);
-    size_t i = 0;
-    for (; go && i < n_more; i++) {
-        go = astream_one(c, more[i], bytes);
-    }
-    for (; i < n_more; i++) {
-        annals__v1__append_stream_request__free_unpacked(more[i], NULL);
+    /* checked first, then handed over together, ASTREAM_CHUNK at a time */
+    struct srv_wreq *ws[ASTREAM_CHUNK];
+    size_t n = 0;
+    bool go = true;
+    for (size_t i = 0; i <= n_more; i++) {
+        Annals__V1__AppendStreamRequest *r = i ? more[i - 1] : req;
+        if (!go) {
+            annals__v1__append_stream_request__free_unpacked(r, NULL);
+            continue;
+        }
+        struct srv_wreq *w = astream_check(c, r, bytes);
+        if (w) {
+            ws[n++] = w;
+        }
+        if (n == ASTREAM_CHUNK || (i == n_more && n)) {
+            go = astream_submit(c, ws, n);
+            n = 0;
+        }
     }
     free(more);
     astream_pump(c);

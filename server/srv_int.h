@@ -504,6 +504,11 @@ int srv_writer_start(struct srv *s);
 /* Queues w for the writer (takes ownership). 0, or (the caller keeps w)
  * AN_EUNAVAIL when shutting down, AN_EBUSY when the queue is full. */
 int srv_writer_submit(struct srv *s, struct srv_wreq *w);
+/* Queues ws[0..n) in order under one lock and one wake-up; *taken gets how
+ * many were queued (each then owned by the writer). 0 when all were, else
+ * why the rest were not (the caller keeps them): AN_EUNAVAIL (none was
+ * queued) or AN_EBUSY (the queue filled at ws[*taken]). */
+int srv_writer_submit_many(struct srv *s, struct srv_wreq **ws, size_t n, size_t *taken);
 /* Stops taking work, answers the queue UNAVAILABLE, joins. */
 void srv_writer_stop(struct srv *s);
 void srv_wreq_free(struct srv_wreq *w);

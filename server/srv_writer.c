@@ -55,28 +55,49 @@ void srv_wreq_free(struct srv_wreq *w)
 
 int srv_writer_submit(struct srv *s, struct srv_wreq *w)
 {
+    size_t taken;
+    return srv_writer_submit_many(s, &w, 1, &taken);
+}
+
+/*
+ * All of them under one lock and one signal: queued one by one, the writer
+ * (woken by the first, on the other core) took a message's first appends
+ * while this thread was still checking the rest, and committed a batched
+ * message in pieces.
+ */
+int srv_writer_submit_many(struct srv *s, struct srv_wreq **ws, size_t n, size_t *taken)
+{
+    size_t i = 0;
+    int rc = 0;
     pthread_mutex_lock(&s->wmu);
     if (s->w_draining) {
-        pthread_mutex_unlock(&s->wmu);
-        return AN_EUNAVAIL;
+        rc = AN_EUNAVAIL;
+        goto out;
     }
-    if (s->wq_head && s->wq_bytes + w->bytes > s->cfg.max_queue_bytes) {
-        pthread_mutex_unlock(&s->wmu);
-        return AN_EBUSY;
+    for (; i < n; i++) {
+        struct srv_wreq *w = ws[i];
+        if (s->wq_head && s->wq_bytes + w->bytes > s->cfg.max_queue_bytes) {
+            rc = AN_EBUSY;
+            break;
+        }
+        s->wq_bytes += w->bytes;
+        w->next = NULL;
+        if (s->wq_tail) {
+            s->wq_tail->next = w;
+        } else {
+            s->wq_head = w;
+        }
+        s->wq_tail = w;
+        s->wq_len++;
     }
-    s->wq_bytes += w->bytes;
-    w->next = NULL;
-    if (s->wq_tail) {
-        s->wq_tail->next = w;
-    } else {
-        s->wq_head = w;
+    if (i) {
+        atomic_store_explicit(&s->wq_len_hint, s->wq_len, memory_order_relaxed);
+        pthread_cond_signal(&s->wcond);
     }
-    s->wq_tail = w;
-    s->wq_len++;
-    atomic_store_explicit(&s->wq_len_hint, s->wq_len, memory_order_relaxed);
-    pthread_cond_signal(&s->wcond);
+out:
     pthread_mutex_unlock(&s->wmu);
-    return 0;
+    *taken = i;
+    return rc;
 }
 
 /* ---- replies ---- */

@@ -480,3 +480,76 @@ Test(server_load, shutdown_ends_an_idle_appendstream_at_once)
     cr_assert_eq(an_appender_close(a), AN_EUNAVAIL);
     cr_assert_eq(atomic_load(&cnt.failed), 0, "every append had its result before the end");
 }
+
+/* ---- a full writer's queue ---- */
+
+#define BIG_N 48
+#define BIG_BYTES (400 * 1024)
+
+struct big {
+    pthread_mutex_t mu;
+    int rc[BIG_N + 1];          /* by correlation id; 1: not answered */
+    char detail[BIG_N + 1][600];
+};
+
+static void on_big(void *arg, uint64_t corr, int rc, const struct an_append_result *res,
+                   const struct an_error *err)
+{
+    struct big *b = arg;
+    (void)res;
+    cr_assert(corr >= 1 && corr <= BIG_N);
+    pthread_mutex_lock(&b->mu);
+    cr_assert_eq(b->rc[corr], 1, "append %llu answered twice", (unsigned long long)corr);
+    b->rc[corr] = rc;
+    snprintf(b->detail[corr], sizeof(b->detail[corr]), "%s", rc && err ? err->detail : "");
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* --max-queue 1M with 400 KiB appends, 16 in flight over AppendStream:
+ * the writer's queue holds two at most, so some are refused
+ * RESOURCE_EXHAUSTED naming the flag; each append is either stored (OK)
+ * or not at all (refused), and the call goes on after a refusal. */
+Test(server_load, a_full_writer_queue_refuses_appends_which_write_nothing)
+{
+    const char *flags[] = {"--max-queue", "1M", NULL};
+    h_cleanup(&h);
+    h_start(&h, flags);
+    static struct big b;
+    static char data[BIG_BYTES];
+    pthread_mutex_init(&b.mu, NULL);
+    for (int i = 0; i <= BIG_N; i++) {
+        b.rc[i] = 1;
+    }
+    memset(data, 'q', sizeof(data));
+    an_appender *a;
+    cr_assert_eq(an_appender_open(h.client, 16, on_big, &b, &a), 0);
+    for (int i = 1; i <= BIG_N; i++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "big-%d", i);
+        struct an_event e = {.type = "Big", .data = data, .data_len = sizeof(data)};
+        struct an_stream_append sa = {.stream = stream, .events = &e, .n_events = 1};
+        cr_assert_eq(an_appender_submit(a, &sa, 1, NULL), 0);
+    }
+    cr_assert_eq(an_appender_close(a), 0);
+    int ok = 0, refused = 0;
+    for (int i = 1; i <= BIG_N; i++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "big-%d", i);
+        struct an_stream_info info;
+        int grc = an_get_stream(h.client, stream, NULL, &info, NULL);
+        if (b.rc[i] == 0) {
+            ok++;
+            cr_assert_eq(grc, 0, "append %d was acknowledged: its stream exists", i);
+        } else {
+            refused++;
+            /* RESOURCE_EXHAUSTED, which libannals reads as AN_ETOOBIG */
+            cr_assert(b.rc[i] == AN_ETOOBIG || b.rc[i] == AN_EBUSY, "append %d: %s", i,
+                      an_errname(b.rc[i]));
+            cr_assert(strstr(b.detail[i], "--max-queue") != NULL, "detail: %s", b.detail[i]);
+            cr_assert_eq(grc, AN_ENOTFOUND, "append %d was refused: nothing written", i);
+        }
+    }
+    cr_log_info("%d stored, %d refused", ok, refused);
+    cr_assert_gt(refused, 0, "1 MiB of queue and 16 appends of 400 KiB in flight");
+    cr_assert_gt(ok, 0);
+}
