@@ -664,6 +664,27 @@ static bool fill_one(void *arg, const struct log_event *ev)
     return g->win_len < WINDOW_MAX;
 }
 
+#define STUCK_LOG_MS 60000
+
+/* The group cannot go past pos (under g->mu): the event there cannot be
+ * read or handed out. Every pump (each commit, each 20 ms) tries again;
+ * this logs the first failure at pos, then at most one a minute while it
+ * stays there, with how many were not logged. */
+static void stuck(struct srv_group *g, const char *what, uint64_t pos, int rc)
+{
+    int64_t now = now_ms();
+    if (pos == g->stuck_pos && now - g->stuck_logged_ms < STUCK_LOG_MS) {
+        g->stuck_quiet++;
+        return;
+    }
+    say_error("groups", "msg=\"%s\" group=%s position=%llu err=%s unlogged_failures=%llu",
+              what, g->name, (unsigned long long)pos, an_errname(rc),
+              (unsigned long long)(pos == g->stuck_pos ? g->stuck_quiet : 0));
+    g->stuck_pos = pos;
+    g->stuck_logged_ms = now;
+    g->stuck_quiet = 0;
+}
+
 /* Scans the log past g->scanned until `want` entries are ready (reader
  * begun). */
 static void fill(struct srv_group *g, log_reader *rd, size_t want)
@@ -682,8 +703,8 @@ static void fill(struct srv_group *g, log_reader *rd, size_t want)
         bool done = false;
         int rc = log_read_all(rd, &q, fill_one, &f, &next, &done);
         if (rc || f.oom) {
-            say_error("groups", "msg=\"cannot read the log\" group=%s err=%s", g->name,
-                      an_errname(rc ? rc : AN_ENOMEM));
+            /* fill_one moved scanned past every event it was given */
+            stuck(g, "cannot read the log", g->scanned + 1, rc ? rc : AN_ENOMEM);
             return;
         }
         if (next > g->scanned + 1) {
@@ -760,8 +781,7 @@ static void give(struct srv_group *g, struct srv_call *c, log_reader *rd, struct
         struct log_event ev;
         int rc = log_get_event(rd, e->pos, &ev);
         if (rc || !add_delivery(b, &ev, e->attempts + 1)) {
-            say_error("groups", "msg=\"cannot hand out\" group=%s position=%llu err=%s",
-                      g->name, (unsigned long long)e->pos, an_errname(rc ? rc : AN_ENOMEM));
+            stuck(g, "cannot hand out", e->pos, rc ? rc : AN_ENOMEM);
             heap_push(g, e);
             break;
         }

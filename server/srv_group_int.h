@@ -116,6 +116,12 @@ struct srv_group {
     /* marks loaded at start, consulted as the scan passes them */
     struct gmark *lm;
     size_t n_lm, cap_lm, i_lm;
+    /* an event it cannot read or hand out (AN_ECORRUPT) stops it there and
+     * is tried again on every pump; logged when it first fails, then once
+     * a minute, with how many failures were not logged (srv_group.c) */
+    uint64_t stuck_pos;
+    int64_t stuck_logged_ms;
+    uint64_t stuck_quiet;
 };
 
 struct srv_groups {

@@ -697,3 +697,98 @@ Test(groups, a_corrupt_record_refuses_the_start_and_names_the_group_and_record)
     Annals__V1__GroupStatus *st = status("g1");
     an_group_status_free(st);
 }
+
+/* ---- an event that cannot be read ---- */
+
+/* Overwrites, in DATA/log/data.mdb (the server stopped), every copy of
+ * `from` with `to` (same length); returns how many there were. */
+static int patch_log(const void *from, const void *to, size_t len)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/data/log/data.mdb", h.dir);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    cr_assert_gt(size, 0);
+    uint8_t *buf = malloc((size_t)size);
+    cr_assert_not_null(buf);
+    rewind(f);
+    cr_assert_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+    int n = 0;
+    for (long i = 0; i + (long)len <= size; i++) {
+        if (memcmp(buf + i, from, len) == 0) {
+            cr_assert_eq(fseek(f, i, SEEK_SET), 0);
+            cr_assert_eq(fwrite(to, 1, len, f), len);
+            n++;
+        }
+    }
+    fclose(f);
+    free(buf);
+    return n;
+}
+
+/* Counts the lines of annalsd.log that hold both strings. */
+static int log_lines(const char *a, const char *b)
+{
+    char path[400];
+    char line[4096];
+    int n = 0;
+    snprintf(path, sizeof(path), "%s/annalsd.log", h.dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        n += strstr(line, a) && strstr(line, b);
+    }
+    fclose(f);
+    return n;
+}
+
+/* A stored event that no longer decodes (its stream name's length made
+ * to run past its end) stops the group's hand-out there: the events
+ * before it are handed out, none after it, the server goes on serving,
+ * and the failure, retried on every pump (every commit and every 20 ms),
+ * is logged once, not once per pump. */
+Test(groups, an_unreadable_event_stops_the_hand_out_and_is_logged_once)
+{
+    create("gp", &(struct an_group_def){0});
+    append(h.client, "ok-1", "Fine", 1);
+    append(h.client, "ok-2", "Fine", 2);
+    uint64_t bad = append(h.client, "poison-1", "Fine", 3);
+    append(h.client, "ok-3", "Fine", 4);
+    cr_assert_eq(h_stop(&h), 0);
+    /* RecordedEvent.stream (field 2): tag 0x12, length 8, the name */
+    static const uint8_t good[] = {0x12, 8, 'p', 'o', 'i', 's', 'o', 'n', '-', '1'};
+    static const uint8_t evil[] = {0x12, 0x7f, 'p', 'o', 'i', 's', 'o', 'n', '-', '1'};
+    cr_assert_gt(patch_log(good, evil, sizeof(good)), 0, "the event's bytes are in the file");
+    h_restart(&h);
+
+    an_consumer *k = consumer("gp", 16);
+    struct an_delivery d;
+    uint64_t got[8];
+    int n = 0;
+    int64_t until = now_ms() + 1500;
+    while (now_ms() < until) {
+        if (next(k, 100, &d)) {
+            cr_assert_lt(n, 8);
+            got[n++] = d.event->global_position;
+            cr_assert_eq(an_consumer_ack(k, d.event->global_position), 0);
+        }
+        if (n == 2) {
+            append(h.client, "ok-4", "Fine", 5); /* commits: pumps that retry it */
+        }
+    }
+    cr_assert_eq(n, 2, "the two events before it, nothing after");
+    cr_assert_eq(got[0], bad - 2);
+    cr_assert_eq(got[1], bad - 1);
+    char pos[40];
+    snprintf(pos, sizeof(pos), "position=%llu ", (unsigned long long)bad);
+    cr_assert_eq(log_lines("group=gp position=", pos), 1, "logged once over 1.5 s of pumps");
+    cr_assert_eq(log_lines("group=gp", "err=AN_ECORRUPT"), 1);
+    bool serving = false;
+    cr_assert_eq(an_health(h.client, &serving, NULL), 0);
+    cr_assert(serving);
+    struct an_stream_info info;
+    cr_assert_eq(an_get_stream(h.client, "ok-3", NULL, &info, NULL), 0);
+    an_consumer_close(k);
+}
