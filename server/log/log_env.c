@@ -409,20 +409,36 @@ void log__raise(_Atomic uint64_t *a, uint64_t v)
     }
 }
 
+/*
+ * Commit k's durable head is always raised before the durable sequence is
+ * raised to k (log__raise_durable), so a thread that sees the sequence at k
+ * (acquire) also sees a head at least k's: a caller that answers appends
+ * once log_durable_seq covers them never answers before log_head, which
+ * bounds every read, shows them.
+ */
+void log__raise_durable(log_env *env, uint64_t seq, uint64_t head)
+{
+    log__raise(&env->durable_head, head);
+    log__raise(&env->durable_seq, seq);
+}
+
 int log_sync(log_env *env)
 {
     int rc = mdb_env_sync(env->mdb, 1);
     if (rc) {
         return log__from_mdb(rc, "sync", NULL);
     }
-    log__raise(&env->durable_seq, env->w_seq);
-    log__raise(&env->durable_head, env->w_head);
+    log__raise_durable(env, env->w_seq, env->w_head);
     return 0;
 }
 
 int log_sync_through(log_env *env, uint64_t seq, uint64_t head)
 {
     if (atomic_load_explicit(&env->durable_seq, memory_order_acquire) >= seq) {
+        /* made durable by another sync or by a later commit's data sync,
+         * whose thread raised the head first; raised here as well, so the
+         * caller's own head is in place whoever got there */
+        log__raise(&env->durable_head, head);
         return 0;
     }
     /* mdb_env_sync is an fdatasync of the data file; it takes no lock */
@@ -430,8 +446,7 @@ int log_sync_through(log_env *env, uint64_t seq, uint64_t head)
     if (rc) {
         return log__from_mdb(rc, "sync", NULL);
     }
-    log__raise(&env->durable_seq, seq);
-    log__raise(&env->durable_head, head);
+    log__raise_durable(env, seq, head);
     return 0;
 }
 

@@ -142,7 +142,7 @@ struct log_env {
 
     /* ---- published by the writer (release), read by anyone (acquire);
      * the durable pair also by log_sync_through on any thread, so they
-     * are only ever raised (log__raise) ---- */
+     * are only ever raised, the head first (log__raise_durable) ---- */
     _Atomic uint64_t durable_head;
     _Atomic uint64_t durable_seq;
     _Atomic uint64_t committed_seq;
@@ -165,6 +165,9 @@ int log__grow(log_env *env, char *detail);
 
 /* Raises *a to v if it is below (compare-and-swap; release). */
 void log__raise(_Atomic uint64_t *a, uint64_t v);
+/* Commit seq, whose head is head, is durable: raises durable_head, then
+ * durable_seq (log_env.c says why in that order). Any thread. */
+void log__raise_durable(log_env *env, uint64_t seq, uint64_t head);
 
 /* Converts an LMDB or errno code into an AN_E* code, with a detail. */
 int log__from_mdb(int mdb_rc, const char *what, char *detail);

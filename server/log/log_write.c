@@ -753,8 +753,7 @@ static void publish_commit(log_env *env, uint64_t head)
     env->w_head = head;
     env->w_pending_head = head;
     /* raised, never stored: log_sync_through may run on another thread */
-    log__raise(&env->durable_seq, env->w_seq - 1);
-    log__raise(&env->durable_head, prev_head);
+    log__raise_durable(env, env->w_seq - 1, prev_head);
     atomic_store_explicit(&env->committed_head, head, memory_order_release);
     atomic_store_explicit(&env->committed_seq, env->w_seq, memory_order_release);
 }
@@ -858,8 +857,7 @@ retry:;
     env->w_last_ts = w.last_ts;
     publish_commit(env, w.head);
     if (env->w_durable) {
-        log__raise(&env->durable_seq, env->w_seq);
-        log__raise(&env->durable_head, w.head);
+        log__raise_durable(env, env->w_seq, w.head);
     }
     *to = limit;
     return 0;
