@@ -43,6 +43,8 @@ static char payload[EVENT_BYTES];
 static const char *const *g_flags;
 static struct an_client_opts g_opts;
 static const struct an_client_opts *g_copts;
+/* appends in flight on the AppendStream call (--inflight) */
+static unsigned g_inflight = 64;
 
 static void die(const char *what, int rc, const char *detail)
 {
@@ -237,9 +239,9 @@ static void run_stream(const char *base, struct result *r, uint64_t total, uint6
     if (an_connect(s.addr, g_copts, &c)) {
         die("connect", AN_EUNAVAIL, s.addr);
     }
-    fprintf(stderr, "bench: %s: %llu appends, 64 in flight\n", r->name,
-            (unsigned long long)total);
-    double secs = stream_load(c, total, 1, 64, &st, "stream");
+    fprintf(stderr, "bench: %s: %llu appends, %u in flight\n", r->name,
+            (unsigned long long)total, g_inflight);
+    double secs = stream_load(c, total, 1, g_inflight, &st, "stream");
     if (atomic_load(&st.failed)) {
         die("appender", AN_EINTERNAL, "some appends failed");
     }
@@ -414,7 +416,9 @@ static void run_tls(const char *base, int clients, uint64_t count, struct result
     fprintf(stderr, "bench: the write phases again over TLS (ECDSA P-256 certificate)\n");
     struct result a = {.name = "TLS unary, 1 client"};
     struct result b = {.name = "TLS unary, N clients"};
-    struct result c = {.name = "TLS AppendStream, 64 in flight"};
+    static char c_name[48];
+    snprintf(c_name, sizeof(c_name), "TLS AppendStream, %u in flight", g_inflight);
+    struct result c = {.name = c_name};
     struct result d = {.name = "TLS ReadAll over loopback"};
     run_unary(base, &a, 1, count / 20 < 500 ? 500 : count / 20, false);
     run_unary(base, &b, clients, count, false);
@@ -448,6 +452,8 @@ static void usage(void)
            "  --tls        then the same write phases and a read over TLS (certificates made\n"
            "               with the openssl command), with the ratio TLS / plaintext\n"
            "  --no-grpc-floor  skip the Health/Check phases (gRPC alone, 1 and N clients)\n"
+           "  --inflight N     appends in flight in the AppendStream phase (default 64;\n"
+           "               the target is set at 64)\n"
            "  --phases LIST    which write phases to run, of abc (default abc): a unary\n"
            "               1 client, b unary N clients, c AppendStream and ReadAll\n"
            "  --quick      tiny sizes, for a smoke run\n");
@@ -482,6 +488,9 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(argv[i], "--tls") == 0) {
             tls = true;
+        } else if (strcmp(argv[i], "--inflight") == 0 && v && atoi(v) >= 1 && atoi(v) <= 1024) {
+            g_inflight = (unsigned)atoi(v);
+            i++;
         } else if (strcmp(argv[i], "--no-grpc-floor") == 0) {
             grpc_floor = false;
         } else if (strcmp(argv[i], "--phases") == 0 && v && v[strspn(v, "abc")] == 0 && *v) {
@@ -504,7 +513,9 @@ int main(int argc, char **argv)
 
     struct result a = {.name = "unary, 1 client"};
     struct result b = {.name = "unary, N clients"};
-    struct result c = {.name = "AppendStream, 64 in flight"};
+    char c_name[40];
+    snprintf(c_name, sizeof(c_name), "AppendStream, %u in flight", g_inflight);
+    struct result c = {.name = c_name};
     struct result d = {.name = "ReadAll over loopback"};
     struct result ha = {.name = "Health/Check, 1 client"};
     struct result hb = {.name = "Health/Check, N clients"};
