@@ -360,6 +360,81 @@ Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_
     cr_assert_eq(system(cmd), 0);
 }
 
+/*
+ * The files disagree: the current view comes from a copy taken at the
+ * restored log's head (its checkpoint is that head), the rebuild in
+ * progress from later (its checkpoint is past it). The view goes on; the
+ * rebuild starts again from position 1 instead of resuming a fold of
+ * another history (which would swap in counts of events this log does not
+ * have), and what is swapped in equals a fold of this log.
+ */
+Test(proj_rebuild, a_rebuild_past_a_restored_logs_head_starts_again_while_the_view_goes_on)
+{
+    struct proj_cfg cfg = {.batch_events = 16};
+    pfx_close();
+    pfx_open(&cfg);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(append_typed(10), 0);
+    }
+    char copy[200];
+    snprintf(copy, sizeof(copy), "%s-older", fx.dir);
+    char detail[LOG_DETAIL_MAX] = "";
+    uint64_t head = 0;
+    uint64_t bytes = 0;
+    cr_assert_eq(log_backup(fx.env, copy, &head, &bytes, detail), 0, "%s", detail);
+    cr_assert_eq(head, 30);
+    struct pdef p;
+    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
+    pfx_create(&p);
+    pfx_wait("ct", 30);
+    /* the view as of the copy (its environment closed) */
+    char cmd[1200];
+    pfx_close();
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s-views' && cp -a '%s/views' '%s-views'", copy, pfx.dir,
+             copy);
+    cr_assert_eq(system(cmd), 0);
+    pfx_open(&cfg);
+    for (int i = 0; i < 25; i++) {
+        cr_assert_eq(append_typed(10), 0);
+    }
+    pfx_wait("ct", log_head(fx.env));
+    /* a rebuild caught past position 30 */
+    uint64_t seen = 0;
+    for (int attempt = 0; attempt < 50 && seen <= 30; attempt++) {
+        seen = rebuild_caught_midway("ct");
+    }
+    cr_assert_gt(seen, 30, "never saw the rebuild past position 30");
+    pfx_close();
+
+    /* the older log and, for the current generation only, the older view */
+    struct log_cfg lc = fx.cfg;
+    fx_close();
+    snprintf(cmd, sizeof(cmd),
+             "cp '%s/data.mdb' '%s/data.mdb' && rm -f '%s/lock.mdb' && "
+             "for d in '%s-views'/*; do rm -rf '%s/views/'\"$(basename \"$d\")\" && "
+             "cp -a \"$d\" '%s/views/'; done",
+             copy, fx.dir, fx.dir, copy, pfx.dir, pfx.dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(count_view_dirs_now(), 2, "the view and its rebuild");
+    fx_open_cfg(&lc);
+    cr_assert_eq(log_head(fx.env), 30);
+    pfx_open(&cfg);
+    Annals__V1__ProjectionStatus *st = pfx_status("ct");
+    if (st->state == S_REBUILDING) {
+        cr_assert_leq(st->rebuild_checkpoint, 30, "the rebuild went on from %llu",
+                      (unsigned long long)st->rebuild_checkpoint);
+    }
+    proj_status_free(st);
+    st = wait_rebuilt("ct", NULL);
+    cr_assert_eq(st->state, S_RUNNING, "%s", st->error);
+    cr_assert_eq(st->checkpoint, 30);
+    proj_status_free(st);
+    check_count_view();
+    cr_assert_eq(count_view_dirs(), 1);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s-views'", copy, copy);
+    cr_assert_eq(system(cmd), 0);
+}
+
 Test(proj_rebuild, delete_while_rebuilding_removes_both_generations)
 {
     struct proj_cfg cfg = {.batch_events = 8};
