@@ -225,6 +225,12 @@ grpc_byte_buffer *an__pack(const ProtobufCMessage *m)
 
 ProtobufCMessage *an__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
 {
+    return an__unpack_with(desc, NULL, bb);
+}
+
+ProtobufCMessage *an__unpack_with(const ProtobufCMessageDescriptor *desc,
+                                  ProtobufCAllocator *alloc, grpc_byte_buffer *bb)
+{
     grpc_byte_buffer_reader r;
     grpc_slice s;
     ProtobufCMessage *m;
@@ -232,7 +238,7 @@ ProtobufCMessage *an__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
     if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
     s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    m = protobuf_c_message_unpack(desc, alloc, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     return m;
 }

@@ -154,6 +154,10 @@ grpc_byte_buffer *an__pack(const ProtobufCMessage *m);
  * or NULL when the bytes do not parse.
  */
 ProtobufCMessage *an__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+/* The same with protobuf-c's allocator `alloc` (NULL: malloc); what it
+ * allocates is the allocator's to free. */
+ProtobufCMessage *an__unpack_with(const ProtobufCMessageDescriptor *desc,
+                                  ProtobufCAllocator *alloc, grpc_byte_buffer *bb);
 
 /* an__bb_slice - the bytes of bb in one slice (a reference of the
  * caller's); bb stays the caller's. */
