@@ -184,7 +184,8 @@ struct an_consumer {
     grpc_byte_buffer *rbuf;
     grpc_status_code status;
     grpc_slice details;
-    Annals__V1__ConsumeResponse *msg; /* being handed out */
+    Annals__V1__ConsumeResponse *msg; /* being handed out (in arena) */
+    struct an__arena arena;           /* holds msg (an_arena.c) */
     size_t next;
     struct settles ack, nack, park;
     char *reason;                   /* of the queued nacks and parks */
@@ -255,10 +256,8 @@ static void call_drop(an_consumer *k)
     grpc_metadata_array_destroy(&k->md_trailing);
     grpc_metadata_array_init(&k->md_initial);
     grpc_metadata_array_init(&k->md_trailing);
-    if (k->msg) {
-        annals__v1__consume_response__free_unpacked(k->msg, NULL);
-        k->msg = NULL;
-    }
+    k->msg = NULL;
+    an__arena_reset(&k->arena);
     settles_clear(k);
 }
 
@@ -489,8 +488,8 @@ static bool k_recv(an_consumer *k, gpr_timespec deadline)
     }
     k_lease_end(k, 0);
     k->joined_at_ms = 0;
-    k->msg = (Annals__V1__ConsumeResponse *)an__unpack(
-        &annals__v1__consume_response__descriptor, k->rbuf);
+    k->msg = (Annals__V1__ConsumeResponse *)an__unpack_with(
+        &annals__v1__consume_response__descriptor, &k->arena.alloc, k->rbuf);
     grpc_byte_buffer_destroy(k->rbuf);
     k->rbuf = NULL;
     k->next = 0;
@@ -549,8 +548,8 @@ int an_consumer_next(an_consumer *k, int timeout_ms, struct an_delivery *out,
                 }
                 continue;
             }
-            annals__v1__consume_response__free_unpacked(k->msg, NULL);
             k->msg = NULL;
+            an__arena_reset(&k->arena);
         }
         if (k->done) {
             if (err) *err = k->err;
@@ -570,6 +569,7 @@ int an_consumer_open(an_client *c, const char *name, uint32_t prefetch, an_consu
     an_consumer *k = calloc(1, sizeof(*k));
     if (!k) return AN_ENOMEM;
     k->c = c;
+    an__arena_init(&k->arena);
     k->prefetch = prefetch;
     k->details = grpc_empty_slice();
     grpc_metadata_array_init(&k->md_initial);
@@ -619,6 +619,7 @@ void an_consumer_close(an_consumer *k)
     }
     k_lease_end(k, AN__ABANDONED);
     call_drop(k);
+    an__arena_destroy(&k->arena);
     free(k->ack.v);
     free(k->nack.v);
     free(k->park.v);

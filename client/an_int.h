@@ -159,6 +159,28 @@ ProtobufCMessage *an__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_b
 ProtobufCMessage *an__unpack_with(const ProtobufCMessageDescriptor *desc,
                                   ProtobufCAllocator *alloc, grpc_byte_buffer *bb);
 
+/*
+ * An arena for unpacking one received message at a time (an_arena.c):
+ * unpack with &arena.alloc; everything it allocated goes at the next
+ * an__arena_reset (nothing of the message may be used after it). One
+ * thread at a time.
+ */
+struct an__arena {
+    ProtobufCAllocator alloc;   /* allocator_data is the arena itself */
+    uint8_t *base;
+    size_t cap;
+    size_t used;
+    void **extra;               /* what did not fit in base */
+    size_t n_extra;
+    size_t cap_extra;
+    size_t extra_bytes;
+};
+
+void an__arena_init(struct an__arena *a);
+void an__arena_reset(struct an__arena *a);
+/* Frees everything; init again before another use. */
+void an__arena_destroy(struct an__arena *a);
+
 /* an__bb_slice - the bytes of bb in one slice (a reference of the
  * caller's); bb stays the caller's. */
 grpc_slice an__bb_slice(grpc_byte_buffer *bb);

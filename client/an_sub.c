@@ -62,7 +62,8 @@ struct an_sub {
     grpc_byte_buffer *rbuf;         /* filled by MSG */
     grpc_status_code status;        /* filled by STATUS */
     grpc_slice details;
-    Annals__V1__SubscribeResponse *msg; /* being handed out */
+    Annals__V1__SubscribeResponse *msg; /* being handed out (in arena) */
+    struct an__arena arena;             /* holds msg (an_arena.c) */
     size_t next;                    /* index into msg->events */
     bool signalled;                 /* msg's caught-up / checkpoint item went out */
     uint64_t checkpoint;            /* see the top comment */
@@ -192,13 +193,14 @@ static bool sub_recv(an_sub *s, gpr_timespec deadline)
         return true;
     }
     sub_lease_end(s, 0);
-    s->msg = (Annals__V1__SubscribeResponse *)an__unpack(
-        &annals__v1__subscribe_response__descriptor, s->rbuf);
+    s->msg = (Annals__V1__SubscribeResponse *)an__unpack_with(
+        &annals__v1__subscribe_response__descriptor, &s->arena.alloc, s->rbuf);
     grpc_byte_buffer_destroy(s->rbuf);
     s->rbuf = NULL;
     s->next = 0;
     s->signalled = false;
     if (!s->msg) {
+        an__arena_reset(&s->arena); /* what the failed unpack took */
         sub_fail(s, AN_EINTERNAL, "malformed SubscribeResponse");
     }
     return true;
@@ -258,8 +260,8 @@ int an_sub_next(an_sub *s, int timeout_ms, struct an_sub_item *out, struct an_er
     for (;;) {
         if (s->msg) {
             if (sub_item(s, out)) return 1;
-            annals__v1__subscribe_response__free_unpacked(s->msg, NULL);
             s->msg = NULL;
+            an__arena_reset(&s->arena);
         }
         if (s->done) {
             if (err) {
@@ -287,9 +289,7 @@ void an_sub_close(an_sub *s)
         sub_reap(s);
         grpc_call_unref(s->call);
     }
-    if (s->msg) {
-        annals__v1__subscribe_response__free_unpacked(s->msg, NULL);
-    }
+    an__arena_destroy(&s->arena);
     grpc_byte_buffer_destroy(s->rbuf);
     grpc_slice_unref(s->details);
     grpc_metadata_array_destroy(&s->md_initial);
@@ -362,6 +362,7 @@ int an_subscribe(an_client *c, const struct an_subscribe_opts *o, an_sub **out)
     s = calloc(1, sizeof(*s));
     if (!s) return AN_ENOMEM;
     s->c = c;
+    an__arena_init(&s->arena);
     s->details = grpc_empty_slice();
     grpc_metadata_array_init(&s->md_initial);
     grpc_metadata_array_init(&s->md_trailing);
