@@ -308,6 +308,40 @@ Test(proj_rebuild, interrupted_by_a_restart_resumes)
     cr_assert_eq(count_view_dirs(), 1);
 }
 
+/* Opens with 16-event batches, appends 30 events, copies the log (at
+ * head 30) to <fx.dir>-older (into copy) and creates COUNT "ct". */
+static void ct_over_a_copied_log(const struct proj_cfg *cfg, char *copy, size_t cap)
+{
+    pfx_close();
+    pfx_open(cfg);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(append_typed(10), 0);
+    }
+    snprintf(copy, cap, "%s-older", fx.dir);
+    char detail[LOG_DETAIL_MAX] = "";
+    uint64_t head = 0;
+    uint64_t bytes = 0;
+    cr_assert_eq(log_backup(fx.env, copy, &head, &bytes, detail), 0, "%s", detail);
+    cr_assert_eq(head, 30);
+    struct pdef p;
+    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
+    pfx_create(&p);
+}
+
+/* Puts the copied log in place of this one (projections closed), then
+ * runs `more` (a shell command, may be empty) and opens the log again. */
+static void restore_log(const char *copy, const char *more)
+{
+    struct log_cfg lc = fx.cfg;
+    char cmd[1400];
+    fx_close();
+    snprintf(cmd, sizeof(cmd), "cp '%s/data.mdb' '%s/data.mdb' && rm -f '%s/lock.mdb'%s%s",
+             copy, fx.dir, fx.dir, more[0] ? " && " : "", more);
+    cr_assert_eq(system(cmd), 0);
+    fx_open_cfg(&lc);
+    cr_assert_eq(log_head(fx.env), 30);
+}
+
 /*
  * The log goes back to an older copy while the view (and a rebuild of it)
  * are past that copy's head, as when a log is restored without its
@@ -317,21 +351,8 @@ Test(proj_rebuild, interrupted_by_a_restart_resumes)
 Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_from_it)
 {
     struct proj_cfg cfg = {.batch_events = 16};
-    pfx_close();
-    pfx_open(&cfg);
-    for (int i = 0; i < 3; i++) {
-        cr_assert_eq(append_typed(10), 0);
-    }
     char copy[200];
-    snprintf(copy, sizeof(copy), "%s-older", fx.dir);
-    char detail[LOG_DETAIL_MAX] = "";
-    uint64_t head = 0;
-    uint64_t bytes = 0;
-    cr_assert_eq(log_backup(fx.env, copy, &head, &bytes, detail), 0, "%s", detail);
-    cr_assert_eq(head, 30);
-    struct pdef p;
-    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
-    pfx_create(&p);
+    ct_over_a_copied_log(&cfg, copy, sizeof(copy));
     for (int i = 0; i < 40; i++) {
         cr_assert_eq(append_typed(100), 0);
     }
@@ -340,14 +361,7 @@ Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_
     pfx_close();
 
     /* the older log in place of this one; the projections stay */
-    struct log_cfg lc = fx.cfg;
-    fx_close();
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "cp '%s/data.mdb' '%s/data.mdb' && rm -f '%s/lock.mdb'", copy,
-             fx.dir, fx.dir);
-    cr_assert_eq(system(cmd), 0);
-    fx_open_cfg(&lc);
-    cr_assert_eq(log_head(fx.env), 30);
+    restore_log(copy, "");
     pfx_open(&cfg);
     Annals__V1__ProjectionStatus *st = pfx_status("ct");
     cr_assert_neq(st->state, S_REBUILDING, "the rebuild past the head went on");
@@ -356,6 +370,7 @@ Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_
     proj_status_free(st);
     check_count_view();
     cr_assert_eq(count_view_dirs(), 1, "the dropped generations are still there");
+    char cmd[400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", copy);
     cr_assert_eq(system(cmd), 0);
 }
@@ -371,21 +386,8 @@ Test(proj_rebuild, a_view_and_its_rebuild_past_a_restored_logs_head_start_again_
 Test(proj_rebuild, a_rebuild_past_a_restored_logs_head_starts_again_while_the_view_goes_on)
 {
     struct proj_cfg cfg = {.batch_events = 16};
-    pfx_close();
-    pfx_open(&cfg);
-    for (int i = 0; i < 3; i++) {
-        cr_assert_eq(append_typed(10), 0);
-    }
     char copy[200];
-    snprintf(copy, sizeof(copy), "%s-older", fx.dir);
-    char detail[LOG_DETAIL_MAX] = "";
-    uint64_t head = 0;
-    uint64_t bytes = 0;
-    cr_assert_eq(log_backup(fx.env, copy, &head, &bytes, detail), 0, "%s", detail);
-    cr_assert_eq(head, 30);
-    struct pdef p;
-    pdef_init(&p, "ct", K_COUNT, "$type", NULL, false);
-    pfx_create(&p);
+    ct_over_a_copied_log(&cfg, copy, sizeof(copy));
     pfx_wait("ct", 30);
     /* the view as of the copy (its environment closed) */
     char cmd[1200];
@@ -407,17 +409,12 @@ Test(proj_rebuild, a_rebuild_past_a_restored_logs_head_starts_again_while_the_vi
     pfx_close();
 
     /* the older log and, for the current generation only, the older view */
-    struct log_cfg lc = fx.cfg;
-    fx_close();
     snprintf(cmd, sizeof(cmd),
-             "cp '%s/data.mdb' '%s/data.mdb' && rm -f '%s/lock.mdb' && "
              "for d in '%s-views'/*; do rm -rf '%s/views/'\"$(basename \"$d\")\" && "
              "cp -a \"$d\" '%s/views/'; done",
-             copy, fx.dir, fx.dir, copy, pfx.dir, pfx.dir);
-    cr_assert_eq(system(cmd), 0);
+             copy, pfx.dir, pfx.dir);
+    restore_log(copy, cmd);
     cr_assert_eq(count_view_dirs_now(), 2, "the view and its rebuild");
-    fx_open_cfg(&lc);
-    cr_assert_eq(log_head(fx.env), 30);
     pfx_open(&cfg);
     Annals__V1__ProjectionStatus *st = pfx_status("ct");
     if (st->state == S_REBUILDING) {
