@@ -62,6 +62,9 @@ struct cmp_driver {
     void (*fill)(void);
     /* timed: read those events back in the system's global order */
     void (*read)(struct cmp_meas *m);
+    /* one round trip that reads and writes nothing (Annals: Health/Check,
+     * answered on annalsd's CQ thread): the protocol's floor */
+    void (*ping)(void *c);
 };
 
 extern const struct cmp_driver cmp_annals;

@@ -33,6 +33,8 @@
  *             append at it; a conflict is counted and the client reads again;
  *   read      fill --read-events events (untimed, the system's fastest bulk
  *             path), then read them back in the system's global order.
+ * After annals' workloads, "ceiling-grpc" call1 and call64: the append1
+ * and append64 crews calling Health/Check instead (gRPC's floor).
  * Output in DIR: compare-raw.csv (a row per repetition) and compare.csv (a
  * row per workload: the median repetition by events/s, with the min and max
  * of events/s over the repetitions), both
@@ -381,6 +383,7 @@ struct crew {
     const struct cmp_driver *d;
     const char *tag;            /* stream names: system, workload, repetition */
     bool hot;
+    bool ping;                  /* d->ping instead of appends */
     double t0;                  /* written before `go` */
     pthread_barrier_t ready, go, done, closed;
 };
@@ -406,8 +409,10 @@ static void *worker_main(void *arg)
     for (uint64_t i = 0; w->done < w->quota && !cmp_time_up(c->t0); i++) {
         int s = (int)((i + (uint64_t)w->id) % (uint64_t)n);
         double t = bu_now();
-        int64_t next;
-        if (c->hot) {
+        int64_t next = 0;
+        if (c->ping) {
+            c->d->ping(conn);
+        } else if (c->hot) {
             /* read the version, append at it; retry from the read */
             for (;;) {
                 c->d->current(conn, names[s], &token[s]);
@@ -433,10 +438,14 @@ out:
     return NULL;
 }
 
+/* A crew of `clients` threads, each its own connection (d->open), doing
+ * `total` appends in all (or pings, with the crew's ping set: c_ping). */
+static bool c_ping;
+
 static void run_crew(const struct cmp_driver *d, const char *tag, int clients, bool hot,
                      uint64_t total, struct cmp_meas *m, struct snap *a, struct snap *b)
 {
-    struct crew c = {.d = d, .tag = tag, .hot = hot};
+    struct crew c = {.d = d, .tag = tag, .hot = hot, .ping = c_ping};
     struct worker *w = calloc((size_t)clients, sizeof(*w));
     if (!w) {
         cmp_die("workers", "no memory");
@@ -697,6 +706,33 @@ static void run_ceilings(const char *dir)
     }
 }
 
+/*
+ * gRPC's floor, in this run: the same crews as append1 and append64, each
+ * call a Health/Check that annalsd answers on its CQ thread (no writer, no
+ * disk). What unary appends from this load generator can reach at best on
+ * these cores, whatever the server does behind the call.
+ */
+static void run_grpc_floor(const struct cmp_driver *d)
+{
+    static const struct {
+        const char *wl;
+        int clients;
+    } what[] = {{"call1", 1}, {"call64", MANY}};
+    for (size_t w = 0; w < sizeof(what) / sizeof(what[0]); w++) {
+        struct rep r[MAX_REPS];
+        for (int i = 0; i < g_reps; i++) {
+            struct cmp_meas m = {0};
+            struct snap a, b;
+            c_ping = true;
+            run_crew(d, "ping", what[w].clients, false, 2000000, &m, &a, &b);
+            c_ping = false;
+            rep_fill(&r[i], &m, &a, &b);
+            progress("ceiling-grpc", what[w].wl, i, g_reps, &r[i]);
+        }
+        record("ceiling-grpc", what[w].wl, what[w].clients, r, g_reps);
+    }
+}
+
 /* The disk's fdatasync rate just before a system runs (1 s): on a shared
  * machine it drifts, and every durable figure depends on it. */
 static void probe_disk(const char *system, const char *dir)
@@ -792,6 +828,9 @@ static int run_annals(const char *base)
     run_workload(d, "annals-1ch", WL_HOT64);
     cmp_annals_shared = false;
     run_workload(d, "annals", WL_READ);
+    if (wanted(WL_APPEND64) && d->ping) {
+        run_grpc_floor(d);
+    }
     save_metrics();
     double batch = bu_server_stop(&s);
     unlink(pidfile);

@@ -1,7 +1,8 @@
 /*
  * drv_annals.c - the Annals driver: libannals against the annalsd that
  * compare.c started. Unary Append with EXPECT_VERSION (or NO_STREAM),
- * AppendStream for the pipelined workload, ReadAll for the read.
+ * AppendStream for the pipelined workload, ReadAll for the read,
+ * Health/Check for gRPC's floor.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -76,6 +77,15 @@ static int a_append(void *c, const char *stream, int64_t expect, int64_t *next)
     }
     *next = expect + 1;
     return CMP_OK;
+}
+
+static void a_ping(void *c)
+{
+    bool serving = false;
+    struct an_error err;
+    if (an_health(c, &serving, &err) || !serving) {
+        cmp_die("annals health", serving ? err.detail : "not serving");
+    }
 }
 
 static void a_current(void *c, const char *stream, int64_t *token)
@@ -257,4 +267,5 @@ const struct cmp_driver cmp_annals = {
     .pipe = a_pipe,
     .fill = a_fill,
     .read = a_read,
+    .ping = a_ping,
 };

@@ -269,6 +269,17 @@ static void ceilings(FILE *md)
                     "**%s events/s** (p50 %.3f ms per commit).\n",
                 grouped(l64->eps, b, sizeof(b)), l64->p50);
     }
+    const struct row *g1 = find("ceiling-grpc", "call1");
+    const struct row *g64 = find("ceiling-grpc", "call64");
+    if (g1 && g64) {
+        fprintf(md, "- gRPC alone: the same load generator's unary calls answered by annalsd "
+                    "without its writer or the disk (Health/Check, on its CQ thread): 1 client "
+                    "**%s calls/s** (p50 %.3f ms), 64 clients ",
+                grouped(g1->eps, b, sizeof(b)), g1->p50);
+        fprintf(md, "**%s calls/s** (p50 %.3f ms). No unary append from these clients can "
+                    "go faster on these cores.\n",
+                grouped(g64->eps, b, sizeof(b)), g64->p50);
+    }
     bool any = false;
     for (int s = 0; s < N_SYSTEMS; s++) {
         char name[48];
@@ -295,9 +306,17 @@ static void ceilings(FILE *md)
         }
         fprintf(md, ".\n");
     }
+    if (a1 && g1) {
+        fprintf(md, "- 1 client: a call's round trip alone is %.3f ms of the append's %.3f ms "
+                    "(p50).\n",
+                g1->p50, a1->p50);
+    }
     if (a64 && l64) {
-        fprintf(md, "- 64 clients: **%.2f×** raw LMDB's 64-event group commit.\n",
-                ratio(a64, l64));
+        fprintf(md, "- 64 clients: **%.2f×** raw LMDB's 64-event group commit", ratio(a64, l64));
+        if (g64) {
+            fprintf(md, "; **%.2f×** gRPC alone", ratio(a64, g64));
+        }
+        fprintf(md, ".\n");
     }
     if (ap && l64) {
         fprintf(md, "- pipelined: **%.2f×** raw LMDB's 64-event group commit.\n", ratio(ap, l64));
@@ -331,6 +350,32 @@ static void targets(FILE *md)
         fprintf(md, "\nWith the 64 threads sharing one connection (gRPC's usual use), 64 clients "
                     "reach %.2f× Redis and %.2f× PostgreSQL.\n",
                 ratio(s64, find("redis", "append64")), ratio(s64, find("pg", "append64")));
+    }
+    /* what the transport alone allows, measured in this run (ceilings) */
+    const struct row *g1 = find("ceiling-grpc", "call1"), *g64 = find("ceiling-grpc", "call64");
+    const struct row *r64 = find("redis", "append64"), *pg64 = find("pg", "append64");
+    const struct row *pg1 = find("pg", "append1"), *l1 = find("ceiling-lmdb", "commit1");
+    char b1[32], b2[32];
+    if (g64 && (r64 || pg64)) {
+        fprintf(md, "\nWhat gRPC alone allows here: 64 clients of this load generator make "
+                    "%s unary calls/s that do nothing (Health/Check).",
+                grouped(g64->eps, b1, sizeof(b1)));
+        if (r64) {
+            fprintf(md, " 2× Redis would need %s appends/s, %.1f× that.",
+                    grouped(2 * r64->eps, b2, sizeof(b2)), 2 * r64->eps / g64->eps);
+        }
+        if (pg64) {
+            fprintf(md, " 10× PostgreSQL would need %s appends/s, %.1f× that.",
+                    grouped(10 * pg64->eps, b2, sizeof(b2)), 10 * pg64->eps / g64->eps);
+        }
+        fprintf(md, "\n");
+    }
+    if (g1 && pg1 && l1) {
+        fprintf(md, "\nOne client: 1.3× PostgreSQL would need an append in %.3f ms at p50 "
+                    "(PostgreSQL's %.3f ms ÷ 1.3); gRPC's call alone takes %.3f ms and raw "
+                    "LMDB's durable one-event commit %.3f ms (p50), %.3f ms together before "
+                    "annalsd does anything.\n",
+                pg1->p50 / 1.3, pg1->p50, g1->p50, l1->p50, g1->p50 + l1->p50);
     }
 }
 
