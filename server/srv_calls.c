@@ -244,7 +244,7 @@ static void astream_error(struct srv_call *c, uint64_t corr, int code, const cha
     astream_push(c, &res);
 }
 
-void srv_astream_result(struct srv_call *c, struct srv_wreq *w)
+void srv_astream_result(struct srv_call *c, struct srv_wreq *w, bool pump)
 {
     const struct log_op *op = &w->op;
     pthread_mutex_lock(&c->mu);
@@ -277,7 +277,9 @@ void srv_astream_result(struct srv_call *c, struct srv_wreq *w)
             astream_error(c, w->correlation_id, AN_ENOMEM, "out of memory", NULL, 0);
         }
     }
-    astream_pump(c);
+    if (pump) {
+        astream_pump(c);
+    }
     pthread_mutex_unlock(&c->mu);
     srv_wreq_free(w);
 }

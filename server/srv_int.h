@@ -539,8 +539,11 @@ void srv_on_read(struct srv_call *c, bool ok);
 void srv_on_write(struct srv_call *c, bool ok);
 /* A new call: dispatch by method. */
 void srv_on_new(struct srv_call *c);
-/* AppendStream: the writer finished one of the call's requests. */
-void srv_astream_result(struct srv_call *c, struct srv_wreq *w);
+/* AppendStream: the writer finished one of the call's requests (takes w).
+ * pump false: more of this call's results follow at once, and the last
+ * one sends them all (else the first would go out alone, the rest in a
+ * second message behind it). */
+void srv_astream_result(struct srv_call *c, struct srv_wreq *w, bool pump);
 /* Shutdown, after the writer has stopped: ends the streaming calls that
  * would otherwise wait for their clients (idle AppendStreams, subscriptions
  * with a send in flight) with UNAVAILABLE. */

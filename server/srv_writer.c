@@ -165,8 +165,8 @@ void srv_reply_op(struct srv_call *c, const struct srv_wreq *w)
     free(sr);
 }
 
-/* Answers one request and frees it. */
-static void answer(struct srv_wreq *w)
+/* Answers one request and frees it; next is the one answered after it. */
+static void answer(struct srv_wreq *w, const struct srv_wreq *next)
 {
     struct srv_call *c = w->call;
     if (w->done) {
@@ -174,7 +174,9 @@ static void answer(struct srv_wreq *w)
         return;
     }
     if (c->method == SRV_M_APPEND_STREAM) {
-        srv_astream_result(c, w); /* takes w */
+        /* a run of one call's results leaves in one message */
+        bool last = !next || next->done || next->call != c;
+        srv_astream_result(c, w, last); /* takes w */
         return;
     }
     srv_reply_op(c, w);
@@ -185,7 +187,7 @@ static void answer_now(struct srv_wreq *w)
 {
     while (w) {
         struct srv_wreq *n = w->next;
-        answer(w);
+        answer(w, n);
         w = n;
     }
 }
