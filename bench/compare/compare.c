@@ -379,11 +379,17 @@ struct worker {
     struct bu_lat lat;
 };
 
+/* What each client of a crew does in its loop. */
+enum crew_work {
+    CREW_OWN,                   /* appends to streams of its own */
+    CREW_HOT,                   /* read, then append, on shared hot streams */
+    CREW_PING,                  /* d->ping: a round trip writing nothing */
+};
+
 struct crew {
     const struct cmp_driver *d;
     const char *tag;            /* stream names: system, workload, repetition */
-    bool hot;
-    bool ping;                  /* d->ping instead of appends */
+    enum crew_work work;
     double t0;                  /* written before `go` */
     pthread_barrier_t ready, go, done, closed;
 };
@@ -393,11 +399,12 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct crew *c = w->crew;
     void *conn = c->d->open();
-    int n = c->hot ? HOT_STREAMS : OWN_STREAMS;
+    bool hot = c->work == CREW_HOT;
+    int n = hot ? HOT_STREAMS : OWN_STREAMS;
     char names[OWN_STREAMS][96];
     int64_t token[OWN_STREAMS];
     for (int i = 0; i < n; i++) {
-        if (c->hot) {
+        if (hot) {
             snprintf(names[i], sizeof(names[i]), "%s-hot-%d", c->tag, i);
         } else {
             snprintf(names[i], sizeof(names[i]), "%s-c%d-%d", c->tag, w->id, i);
@@ -410,9 +417,9 @@ static void *worker_main(void *arg)
         int s = (int)((i + (uint64_t)w->id) % (uint64_t)n);
         double t = bu_now();
         int64_t next = 0;
-        if (c->ping) {
+        if (c->work == CREW_PING) {
             c->d->ping(conn);
-        } else if (c->hot) {
+        } else if (hot) {
             /* read the version, append at it; retry from the read */
             for (;;) {
                 c->d->current(conn, names[s], &token[s]);
@@ -439,13 +446,11 @@ out:
 }
 
 /* A crew of `clients` threads, each its own connection (d->open), doing
- * `total` appends in all (or pings, with the crew's ping set: c_ping). */
-static bool c_ping;
-
-static void run_crew(const struct cmp_driver *d, const char *tag, int clients, bool hot,
+ * `total` of `work` in all. */
+static void run_crew(const struct cmp_driver *d, const char *tag, int clients, enum crew_work work,
                      uint64_t total, struct cmp_meas *m, struct snap *a, struct snap *b)
 {
-    struct crew c = {.d = d, .tag = tag, .hot = hot, .ping = c_ping};
+    struct crew c = {.d = d, .tag = tag, .work = work};
     struct worker *w = calloc((size_t)clients, sizeof(*w));
     if (!w) {
         cmp_die("workers", "no memory");
@@ -517,7 +522,7 @@ static void profile(const struct cmp_driver *d, const char *system, enum wl wl)
         return;
     }
     usleep(500000);
-    run_crew(d, tag, wl == WL_APPEND1 ? 1 : MANY, false, 2000000, &m, &a, &b);
+    run_crew(d, tag, wl == WL_APPEND1 ? 1 : MANY, CREW_OWN, 2000000, &m, &a, &b);
     waitpid(pid, NULL, 0);
     bu_lat_free(&m.lat);
     fprintf(stderr, "compare: [%s] %s: one more repetition profiled (%s)\n", system,
@@ -560,13 +565,13 @@ static void run_workload(const struct cmp_driver *d, const char *system, enum wl
         snprintf(tag, sizeof(tag), "%s-%s-r%d", system, wl_name[wl], i + 1);
         switch (wl) {
         case WL_APPEND1:
-            run_crew(d, tag, 1, false, 50000, &m, &a, &b);
+            run_crew(d, tag, 1, CREW_OWN, 50000, &m, &a, &b);
             break;
         case WL_APPEND64:
-            run_crew(d, tag, MANY, false, 2000000, &m, &a, &b);
+            run_crew(d, tag, MANY, CREW_OWN, 2000000, &m, &a, &b);
             break;
         case WL_HOT64:
-            run_crew(d, tag, MANY, true, 400000, &m, &a, &b);
+            run_crew(d, tag, MANY, CREW_HOT, 400000, &m, &a, &b);
             break;
         case WL_PIPE64:
             snap_take(&a);
@@ -723,9 +728,7 @@ static void run_grpc_floor(const struct cmp_driver *d)
         for (int i = 0; i < g_reps; i++) {
             struct cmp_meas m = {0};
             struct snap a, b;
-            c_ping = true;
-            run_crew(d, "ping", what[w].clients, false, 2000000, &m, &a, &b);
-            c_ping = false;
+            run_crew(d, "ping", what[w].clients, CREW_PING, 2000000, &m, &a, &b);
             rep_fill(&r[i], &m, &a, &b);
             progress("ceiling-grpc", what[w].wl, i, g_reps, &r[i]);
         }
