@@ -45,6 +45,8 @@ static const struct flag flags[] = {
     {"threads", FLAG_UINT, "0", 0, 256, "completion-queue threads (0: one per core)"},
     {"max-batch", FLAG_UINT, "1024", 1, 65536, "appends per group commit"},
     {"max-subscriptions", FLAG_UINT, "10000", 1, 1000000, "Subscribe calls open at once"},
+    {"checkpoint-rate", FLAG_UINT, "1000", 1, 1000000,
+     "checkpoint-only messages a second, shared by all subscriptions"},
     {"max-queue", FLAG_SIZE, "256M", 1ull << 20, 16ull << 30,
      "requests waiting for the writer; past it appends get RESOURCE_EXHAUSTED"},
     {"max-view-size", FLAG_SIZE, "8G", 64ull << 10, UINT64_MAX >> 1,
@@ -327,6 +329,10 @@ int annalsd_build_cfg(const struct annalsd_opts *o, struct srv_cfg *cfg)
         return -1;
     }
     cfg->max_subscriptions = (unsigned)v;
+    if (flag_num(o, flag_index("checkpoint-rate"), &v)) {
+        return -1;
+    }
+    cfg->checkpoint_rate = (unsigned)v;
     if (flag_num(o, flag_index("max-queue"), &v)) {
         return -1;
     }

@@ -68,7 +68,15 @@
  * been brought; one message with caught_up (field 2) and no events when
  * the history has been delivered; and, for a filter that selects little,
  * a checkpoint alone after CKPT_SCAN positions looked at without one, or
- * after CKPT_MS while the log moves. A pump scans at most SCAN_MAX
+ * after CKPT_MS while the log moves. Those are spaced out further when
+ * many subscriptions are open: live, all of them together get at most
+ * --checkpoint-rate checkpoints alone a second (ckpt_spacing), so ten
+ * thousand filters that select nothing cost the server, and their
+ * clients, a thousand small messages a second rather than ten thousand
+ * (or, at CKPT_SCAN positions each, several per second per subscription
+ * under a fast writer). A checkpoint tells a subscriber where to resume;
+ * one every ten seconds saves it as much rescanning as the server does
+ * for it in that time. A pump scans at most SCAN_MAX
  * positions before it sends something, so a filter that selects nothing
  * never holds a CQ thread for long.
  */
@@ -277,23 +285,39 @@ static int sub_send(struct srv_call *c, struct srv_batch *b, bool caught_up,
     return sub_send_slice(c, sl);
 }
 
+/* The least time, in ms, between two checkpoints alone to one
+ * subscription: the open ones share --checkpoint-rate a second. */
+static int64_t ckpt_spacing(const struct srv *s)
+{
+    uint64_t n = atomic_load_explicit(&s->sub_active, memory_order_relaxed);
+    return (int64_t)(n * 1000 / s->cfg.checkpoint_rate);
+}
+
 /* Whether a checkpoint alone is due: the subscriber has been brought
- * further than it was told, by many positions or a while ago. */
-static bool ckpt_due_at(const struct srv_sub *sb, gpr_timespec now)
+ * further than it was told, by many positions or a while ago, and its
+ * last message is at least `spacing` ms old. */
+static bool ckpt_due_at(const struct srv_sub *sb, gpr_timespec now, int64_t spacing)
 {
     if (sb->scanned <= sb->ckpt_sent) {
+        return false;
+    }
+    gpr_timespec age = gpr_time_sub(now, sb->ckpt_at);
+    if (spacing > 0 && gpr_time_cmp(age, gpr_time_from_millis(spacing, GPR_TIMESPAN)) < 0) {
         return false;
     }
     if (sb->scanned - sb->ckpt_sent >= CKPT_SCAN) {
         return true;
     }
-    gpr_timespec age = gpr_time_sub(now, sb->ckpt_at);
     return gpr_time_cmp(age, gpr_time_from_millis(CKPT_MS, GPR_TIMESPAN)) >= 0;
 }
 
-static bool ckpt_due(const struct srv_sub *sb)
+/* The same, for c; a subscription still reading history (behind the head
+ * after its read) is not spaced out: it is sent at most one checkpoint
+ * alone per read of SCAN_MAX positions, and it is the one place where
+ * the position rule saves a restart much rescanning. */
+static bool ckpt_due(const struct srv_call *c, bool behind)
 {
-    return ckpt_due_at(sb, gpr_now(GPR_CLOCK_MONOTONIC));
+    return ckpt_due_at(&c->sub, gpr_now(GPR_CLOCK_MONOTONIC), behind ? 0 : ckpt_spacing(c->srv));
 }
 
 /* ---- reading ---- */
@@ -385,7 +409,7 @@ static void sub_pump(struct srv_call *c, log_reader *rd, struct srv_wave_msg *wa
         struct srv_batch b = {.want = UINT64_MAX, .max_bytes = max_bytes};
         if (sb->scanned >= log_head(c->srv->log)) {
             bool first = !sb->caught_up_sent;
-            if (first || ckpt_due(sb)) {
+            if (first || ckpt_due(c, false)) {
                 sb->caught_up_sent = true;
                 if (sub_send(c, &b, first, NULL, 0)) {
                     sub_end(c, AN_EINTERNAL, "send failed");
@@ -413,7 +437,7 @@ static void sub_pump(struct srv_call *c, log_reader *rd, struct srv_wave_msg *wa
             sub_end(c, rc, detail);
             return;
         }
-        if (b.n || ckpt_due(sb)) {
+        if (b.n || ckpt_due(c, sb->scanned < log_head(c->srv->log))) {
             if (sub_send(c, &b, false, plain && b.n ? wave : NULL, from)) {
                 sub_end(c, AN_EINTERNAL, "send failed");
             }
@@ -793,6 +817,7 @@ static void *fanout_main(void *arg)
             idx.valid = false;
         }
         gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+        int64_t spacing = ckpt_spacing(f->srv);
         pthread_mutex_lock(&f->mu);
         /* take every parked subscription the wave concerns */
         struct srv_call *take = NULL;
@@ -805,7 +830,7 @@ static void *fanout_main(void *arg)
             if (idx.valid && sb->scanned + 1 >= idx.from && idx_last(&idx, sb) <= sb->scanned) {
                 /* nothing for it: it has been brought to the wave's end */
                 sb->scanned = upto;
-                if (!ckpt_due_at(sb, now)) {
+                if (!ckpt_due_at(sb, now, spacing)) {
                     continue;
                 }
             }
@@ -827,7 +852,7 @@ static void *fanout_main(void *arg)
                     if (c->sub.scanned < upto) {
                         c->sub.scanned = upto;
                     }
-                    if (!ckpt_due_at(&c->sub, now)) {
+                    if (!ckpt_due_at(&c->sub, now, spacing)) {
                         break;
                     }
                     park_unlink(f, c); /* may deactivate x: nx was taken first */
@@ -848,7 +873,7 @@ static void *fanout_main(void *arg)
                 if (idx.valid && sb->scanned + 1 >= idx.from &&
                     idx_last(&idx, sb) <= sb->scanned) {
                     sb->scanned = upto;
-                    if (!ckpt_due_at(sb, now)) {
+                    if (!ckpt_due_at(sb, now, spacing)) {
                         continue;
                     }
                 }
