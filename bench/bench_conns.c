@@ -260,20 +260,23 @@ int main(int argc, char **argv)
     double with_stalled = writers();
     long rss3 = bu_server_rss_kib(&srv);
 
+    /* the soak's minutes, printed once the second unloaded run is known */
+    int n_min = n_soak > 0 ? (int)((soak_seconds + 59) / 60) : 0;
+    double *min_rate = calloc((size_t)n_min + 1, sizeof(double));
+    long *min_rss = calloc((size_t)n_min + 1, sizeof(long));
+    if (!min_rate || !min_rss) {
+        bu_die("bench_conns", "out of memory", 0, NULL);
+    }
     if (n_soak > 0) {
         fprintf(stderr, "bench_conns: soak: %d subscriptions selecting nothing, %.0f s\n",
                 n_soak, soak_seconds);
         ask(to_h[1], from_h[0], 'f');
-        printf("\nsoak: %d idle connections, %d stalled and %d filtered subscriptions\n\n"
-               "| minute | writer events/s | vs unloaded | server RSS |\n|---:|---:|---:|---:|\n",
-               n_idle, n_stalled, n_soak);
         double saved = seconds;
         seconds = 60;
-        for (int m = 0; m * 60 < soak_seconds; m++) {
-            double r = writers();
-            printf("| %d | %.0f | %.2f | %ld KiB |\n", m + 1, r, r / base,
-                   bu_server_rss_kib(&srv));
-            fflush(stdout);
+        for (int m = 0; m < n_min; m++) {
+            min_rate[m] = writers();
+            min_rss[m] = bu_server_rss_kib(&srv);
+            fprintf(stderr, "bench_conns: soak minute %d: %.0f events/s\n", m + 1, min_rate[m]);
         }
         seconds = saved;
     }
@@ -298,6 +301,18 @@ int main(int argc, char **argv)
     printf("| none again (everything closed) | %.0f | | %ld KiB |\n", base2, rss4);
     printf("\nvs unloaded: against the mean of the two unloaded runs (%.0f); those two differ "
            "by %.0f%%\n", ref, 100.0 * (base2 - base) / base);
+    if (n_soak > 0) {
+        printf("\nsoak: %d idle connections, %d stalled and %d filtered subscriptions "
+               "(vs unloaded: as above)\n\n"
+               "| minute | writer events/s | vs unloaded | server RSS |\n|---:|---:|---:|---:|\n",
+               n_idle, n_stalled, n_soak);
+        for (int m = 0; m < n_min; m++) {
+            printf("| %d | %.0f | %.2f | %ld KiB |\n", m + 1, min_rate[m], min_rate[m] / ref,
+                   min_rss[m]);
+        }
+    }
+    free(min_rate);
+    free(min_rss);
     close(to_h[1]);
     waitpid(hp, NULL, 0);
     bu_server_stop(&srv);
