@@ -193,7 +193,7 @@ static void ask(int to, int from, char cmd)
 
 int main(int argc, char **argv)
 {
-    int n_idle = 5000, n_stalled = 1000, n_soak = 0;
+    int n_idle = 5000, n_stalled = 1000, n_soak = -1; /* -1: no soak; 0: its control */
     double soak_seconds = 600;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--idle") && i + 1 < argc) {
@@ -208,7 +208,8 @@ int main(int argc, char **argv)
             soak_seconds = atof(argv[++i]);
         } else {
             fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S] "
-                            "[--soak N --soak-seconds S]\n");
+                            "[--soak N --soak-seconds S] (--soak 0: the soak's minutes "
+                            "without subscriptions)\n");
             return 2;
         }
     }
@@ -237,7 +238,7 @@ int main(int argc, char **argv)
     if (hp == 0) {
         close(to_h[1]);
         close(from_h[0]);
-        holder(to_h[0], from_h[1], n_idle, n_stalled, n_soak);
+        holder(to_h[0], from_h[1], n_idle, n_stalled, n_soak > 0 ? n_soak : 0);
     }
     close(to_h[0]);
     close(from_h[1]);
@@ -261,16 +262,21 @@ int main(int argc, char **argv)
     long rss3 = bu_server_rss_kib(&srv);
 
     /* the soak's minutes, printed once the second unloaded run is known */
-    int n_min = n_soak > 0 ? (int)((soak_seconds + 59) / 60) : 0;
+    int n_min = n_soak >= 0 ? (int)((soak_seconds + 59) / 60) : 0;
     double *min_rate = calloc((size_t)n_min + 1, sizeof(double));
     long *min_rss = calloc((size_t)n_min + 1, sizeof(long));
     if (!min_rate || !min_rss) {
         bu_die("bench_conns", "out of memory", 0, NULL);
     }
-    if (n_soak > 0) {
+    if (n_soak >= 0) {
+        /* --soak 0 is the soak's control: the same minutes without the
+         * subscriptions, so what the log's growth and the disk's drift
+         * cost shows apart from what the subscriptions cost */
         fprintf(stderr, "bench_conns: soak: %d subscriptions selecting nothing, %.0f s\n",
                 n_soak, soak_seconds);
-        ask(to_h[1], from_h[0], 'f');
+        if (n_soak > 0) {
+            ask(to_h[1], from_h[0], 'f');
+        }
         double saved = seconds;
         seconds = 60;
         for (int m = 0; m < n_min; m++) {
@@ -301,7 +307,7 @@ int main(int argc, char **argv)
     printf("| none again (everything closed) | %.0f | | %ld KiB |\n", base2, rss4);
     printf("\nvs unloaded: against the mean of the two unloaded runs (%.0f); those two differ "
            "by %.0f%%\n", ref, 100.0 * (base2 - base) / base);
-    if (n_soak > 0) {
+    if (n_soak >= 0) {
         printf("\nsoak: %d idle connections, %d stalled and %d filtered subscriptions "
                "(vs unloaded: as above)\n\n"
                "| minute | writer events/s | vs unloaded | server RSS |\n|---:|---:|---:|---:|\n",
