@@ -58,6 +58,8 @@ static const struct flag flags[] = {
     {"auth", FLAG_STRING, "", 0, 0, "JSON file of principals and grants (SIGHUP reloads)"},
     {"http", FLAG_STRING, "", 0, 0,
      "HOST:PORT for /metrics, the admin page and /api/ (off unless given)"},
+    {"max-connections", FLAG_UINT, "10000", 1, 1000000,
+     "connections open at once; more are closed as they come (at most the descriptor limit less 256)"},
     {"max-conn-streams", FLAG_UINT, "10000", 1, 1000000,
      "concurrent calls on one connection"},
     {"idle-timeout", FLAG_UINT, "3600", 0, 864000,
@@ -341,6 +343,10 @@ int annalsd_build_cfg(const struct annalsd_opts *o, struct srv_cfg *cfg)
         return -1;
     }
     cfg->max_view_bytes = v;
+    if (flag_num(o, flag_index("max-connections"), &v)) {
+        return -1;
+    }
+    cfg->max_connections = (unsigned)v;
     if (flag_num(o, flag_index("max-conn-streams"), &v)) {
         return -1;
     }

@@ -15,7 +15,7 @@
 
 #include "srv.h"
 
-#define ANNALSD_N_FLAGS 24 /* entries of the table in annalsd_flags.c */
+#define ANNALSD_N_FLAGS 25 /* entries of the table in annalsd_flags.c */
 
 /* The values given, by the table's index (NULL: not given). Zero it first. */
 struct annalsd_opts {

@@ -38,6 +38,7 @@ struct srv_cfg {
     const char *auth_file;      /* JSON principals and grants; NULL: auth off */
     const char *http_listen;    /* metrics and admin page "host:port"; NULL: off */
     /* connections (0: the default in annalsd.c's flags) */
+    unsigned max_connections;   /* open at once; lowered to the descriptor limit */
     unsigned max_streams_per_conn; /* concurrent calls on one connection */
     unsigned idle_timeout_s;    /* close a connection with no call this long; 0: never */
     unsigned keepalive_s;       /* ping a quiet client this often; a dead one is dropped */

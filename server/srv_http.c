@@ -230,6 +230,17 @@ static void metrics_write(struct srv *s, struct buf *b)
             (unsigned long long)st.max_size_bytes);
     bprintf(b, "# HELP annals_log_readers Read transaction slots in use.\n"
                "# TYPE annals_log_readers gauge\nannals_log_readers %u\n", st.readers);
+    bprintf(b, "# HELP annals_connections_open Client connections open.\n"
+               "# TYPE annals_connections_open gauge\nannals_connections_open %zu\n",
+            srv_conns_open(&s->conns));
+    bprintf(b, "# HELP annals_connections_max The connection limit (--max-connections).\n"
+               "# TYPE annals_connections_max gauge\nannals_connections_max %zu\n",
+            s->conns.max);
+    bprintf(b, "# HELP annals_connections_refused_total Connections closed on arrival: the "
+               "limit was reached.\n"
+               "# TYPE annals_connections_refused_total counter\n"
+               "annals_connections_refused_total %llu\n",
+            (unsigned long long)atomic_load(&s->conns.refused_total));
     bprintf(b, "# HELP annals_subscriptions_active Subscribe calls open.\n"
                "# TYPE annals_subscriptions_active gauge\nannals_subscriptions_active %u\n",
             srv_sub_active(s));

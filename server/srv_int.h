@@ -13,7 +13,9 @@
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
+#include <grpc/support/sync.h>
 #include <grpc/support/time.h>
+#include <sys/types.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -69,6 +71,42 @@ enum srv_method {
     SRV_M_HEALTH_CHECK,
 };
 #define SRV_M_COUNT (SRV_M_HEALTH_CHECK + 1) /* how many there are */
+
+/* ---- the connection limit (srv_conns.c) ---- */
+
+struct grpc_socket_mutator_vtable_151;
+/* gRPC core's grpc_socket_mutator as libgrpc 1.51 lays it out (its header
+ * is not installed): see srv_conns.c. */
+struct grpc_socket_mutator_151 {
+    const struct grpc_socket_mutator_vtable_151 *vtable;
+    gpr_refcount refcount;
+};
+
+struct srv_conns {
+    struct grpc_socket_mutator_151 m; /* first: gRPC hands it back to us */
+    pthread_mutex_t mu;
+    size_t max;                 /* --max-connections, after the descriptor limit */
+    size_t cap;                 /* slots: the descriptor limit */
+    size_t open;                /* accepted and not known to be closed */
+    struct srv_conn_slot {      /* by descriptor; ino 0: none */
+        dev_t dev;
+        ino_t ino;
+    } *slot;
+    int64_t swept_at_ns;        /* monotonic */
+    int64_t said_at_ns;
+    unsigned long long refused_unsaid; /* since the last log line */
+    atomic_ullong refused_total;
+};
+
+/* srv_conns_init - max connections open at once among fd_limit
+ * descriptors: 0 or AN_ENOMEM. Before grpc_server_create. */
+int srv_conns_init(struct srv_conns *c, size_t max, size_t fd_limit);
+/* The channel argument that puts c on every accepted connection. */
+grpc_arg srv_conns_arg(struct srv_conns *c);
+/* Connections open now (sweeps: O(descriptor limit)). Any thread. */
+size_t srv_conns_open(struct srv_conns *c);
+/* After grpc_server_destroy. */
+void srv_conns_free(struct srv_conns *c);
 
 /* ---- metrics (srv_metrics.c) ---- */
 
@@ -438,6 +476,7 @@ struct srv {
     struct srv_groups *groups;
 
     struct srv_metrics metrics;
+    struct srv_conns conns;     /* --max-connections */
     atomic_bool backup_running; /* one Admin.Backup at a time */
 
     /* --http (srv_http.c) */

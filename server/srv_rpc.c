@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define SRV_POSTED 32
@@ -489,6 +490,38 @@ static int parse_listen(const char *listen, char *detail)
     return 0;
 }
 
+/* --max-connections, kept below the descriptor limit: each connection is
+ * a descriptor, and the log, the views, backups and gRPC's own wakeups
+ * need some too (SRV_FD_RESERVE). */
+#define SRV_FD_RESERVE 256
+
+static int conns_start(struct srv *s, char *detail)
+{
+    struct rlimit nofile;
+    size_t fds = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+        fds = (size_t)nofile.rlim_cur;
+    } else if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+        fds = 1u << 20;
+    }
+    size_t room = fds > 2 * SRV_FD_RESERVE ? fds - SRV_FD_RESERVE : fds / 2;
+    size_t max = s->cfg.max_connections ? s->cfg.max_connections : 10000;
+    if (max > room) {
+        say_warn("conns",
+                 "msg=\"--max-connections lowered to the descriptor limit\" asked=%zu "
+                 "max_connections=%zu nofile=%zu reserved=%zu",
+                 max, room, fds, fds - room);
+        max = room;
+    }
+    s->cfg.max_connections = (unsigned)max;
+    if (srv_conns_init(&s->conns, max, fds)) {
+        snprintf(detail, LOG_DETAIL_MAX, "no memory for the connection table (%zu descriptors)",
+                 fds);
+        return AN_ENOMEM;
+    }
+    return 0;
+}
+
 int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
 {
     struct srv *s = NULL;
@@ -529,6 +562,9 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
     pthread_cond_init(&s->scond, NULL);
     pthread_mutex_init(&s->auth_mu, NULL);
     srv_metrics_init(&s->metrics);
+    if ((rc = conns_start(s, detail))) {
+        goto out_free;
+    }
     if (cfg->auth_file && (rc = srv_auth_load(cfg->auth_file, &s->auth, detail))) {
         goto out_free;
     }
@@ -568,6 +604,7 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_MAX_METADATA_SIZE,
          .value.integer = (int)(cfg->max_metadata_bytes ? cfg->max_metadata_bytes : 16384)},
+        srv_conns_arg(&s->conns),
     };
     grpc_channel_args ca = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
     s->server = grpc_server_create(&ca, NULL);
@@ -652,6 +689,7 @@ out_grpc:
     srv_group_free(s);
     log_close(s->log);
 out_free:
+    srv_conns_free(&s->conns);
     srv_auth_unref(s->auth);
     pthread_mutex_destroy(&s->auth_mu);
     pthread_mutex_destroy(&s->wmu);
@@ -720,6 +758,7 @@ void srv_free(srv *s)
     srv_proj_free(s);
     srv_group_free(s);
     srv_http_free(s);
+    srv_conns_free(&s->conns);
     log_close(s->log);
     srv_auth_unref(s->auth);
     pthread_mutex_destroy(&s->auth_mu);

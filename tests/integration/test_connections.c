@@ -137,3 +137,97 @@ Test(connections, idle_connections_are_closed_and_clients_reconnect)
     cr_assert_eq(an_get_stream(h.client, "idle", NULL, &si, NULL), 0);
     cr_assert_eq(si.event_count, 11);
 }
+
+/* A metric's value from the --http /metrics page, or -1. */
+static long long metric(int http_port, const char *name)
+{
+    static char body[1 << 17];
+    cr_assert_eq(h_http_get(http_port, "/metrics", NULL, body, sizeof(body)), 200);
+    char key[128];
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *at = strstr(body, key);
+    return at ? strtoll(at + strlen(key), NULL, 10) : -1;
+}
+
+/* A client over a connection of its own, without the library's retries,
+ * and whether its health call got through (else its code). */
+static int connect_and_check(const char *addr, an_client **out)
+{
+    struct an_client_opts o = {.timeout_ms = 3000, .max_retries = -1};
+    cr_assert_eq(an_connect(addr, &o, out), 0);
+    bool serving = false;
+    return an_health(*out, &serving, NULL);
+}
+
+#define CONN_LIMIT 8
+
+Test(connections, connections_past_the_limit_are_closed_and_the_others_served)
+{
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%d", CONN_LIMIT);
+    const char *flags[] = {"--max-connections", limit, "--http", "127.0.0.1:0", NULL};
+    h_start(&h, flags);
+    int http = h_http_port(&h);
+    cr_assert_eq(metric(http, "annals_connections_max"), CONN_LIMIT);
+
+    /* the harness's client holds one (once it has made a call); fill the rest */
+    bool serving = false;
+    cr_assert_eq(an_health(h.client, &serving, NULL), 0);
+    an_client *c[CONN_LIMIT] = {0};
+    for (int i = 1; i < CONN_LIMIT; i++) {
+        cr_assert_eq(connect_and_check(h.addr, &c[i]), 0, "connection %d of %d refused", i + 1,
+                     CONN_LIMIT);
+    }
+    long long open = metric(http, "annals_connections_open");
+    cr_assert_eq(open, CONN_LIMIT, "%lld connections open, want %d", open, CONN_LIMIT);
+
+    /* one more: closed before it can say anything */
+    an_client *over;
+    int rc = connect_and_check(h.addr, &over);
+    cr_assert_eq(rc, AN_EUNAVAIL, "connection %d past a limit of %d: %s", CONN_LIMIT + 1,
+                 CONN_LIMIT, an_strerror(rc));
+    an_close(over);
+    /* raw ones too, and the server keeps no descriptor for them */
+    for (int i = 0; i < 50; i++) {
+        int fd = raw_connect(h.port);
+        cr_assert(closed_within(fd, 3000), "raw connection %d past the limit stayed open", i);
+        close(fd);
+    }
+    cr_assert_geq(metric(http, "annals_connections_refused_total"), 51);
+    open = metric(http, "annals_connections_open");
+    cr_assert_eq(open, CONN_LIMIT, "%lld connections open after refusals, want %d", open,
+                 CONN_LIMIT);
+
+    /* those inside the limit are served throughout */
+    for (int i = 1; i < CONN_LIMIT; i++) {
+        cr_assert_eq(append_one(c[i], "within-limit"), 0, "connection %d", i + 1);
+    }
+    cr_assert_eq(append_one(h.client, "within-limit"), 0);
+
+    /* closing three makes room for three, and no more */
+    for (int i = 1; i <= 3; i++) {
+        an_close(c[i]);
+        c[i] = NULL;
+    }
+    for (int i = 1; i <= 3; i++) {
+        /* the server learns of the closes when it reads their end */
+        rc = AN_EUNAVAIL;
+        for (int t = 0; t < 50 && rc == AN_EUNAVAIL; t++) {
+            if (c[i]) {
+                an_close(c[i]);
+                usleep(100000);
+            }
+            rc = connect_and_check(h.addr, &c[i]);
+        }
+        cr_assert_eq(rc, 0, "no room after closing three: %s", an_strerror(rc));
+    }
+    rc = connect_and_check(h.addr, &over);
+    cr_assert_eq(rc, AN_EUNAVAIL, "the limit let in one more after the freed room was taken");
+    an_close(over);
+    for (int i = 1; i < CONN_LIMIT; i++) {
+        an_close(c[i]);
+    }
+    struct an_stream_info si;
+    cr_assert_eq(an_get_stream(h.client, "within-limit", NULL, &si, NULL), 0);
+    cr_assert_eq(si.event_count, CONN_LIMIT);
+}
