@@ -570,7 +570,9 @@ int srv_http_start(struct srv *s, char *detail)
         snprintf(detail, LOG_DETAIL_MAX, "no log reader for the HTTP thread");
         return rc;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* not select(): past 1 024 descriptors (a server holding many gRPC
+     * connections) it cannot watch the HTTP connection, which MHD then drops */
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
     }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -230,4 +231,37 @@ Test(connections, connections_past_the_limit_are_closed_and_the_others_served)
     struct an_stream_info si;
     cr_assert_eq(an_get_stream(h.client, "within-limit", NULL, &si, NULL), 0);
     cr_assert_eq(si.event_count, CONN_LIMIT);
+}
+
+/* The --http server is not bound by select()'s 1 024 descriptors: with
+ * more gRPC connections than that open, /metrics still answers, and
+ * counts them. */
+#define MANY 1100
+
+Test(connections, metrics_answer_with_more_connections_than_select_can_watch)
+{
+    struct rlimit nofile;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &nofile), 0);
+    if (nofile.rlim_max < MANY + 200) {
+        cr_skip_test("the descriptor limit (%llu) is below %d", (unsigned long long)nofile.rlim_max,
+                     MANY + 200);
+    }
+    nofile.rlim_cur = nofile.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &nofile), 0);
+    const char *flags[] = {"--http", "127.0.0.1:0", NULL};
+    h_start(&h, flags);
+    int http = h_http_port(&h);
+    static int fds[MANY];
+    for (int i = 0; i < MANY; i++) {
+        fds[i] = raw_connect(h.port);
+    }
+    long long open = -1;
+    for (int t = 0; t < 50 && open < MANY; t++) {
+        open = metric(http, "annals_connections_open");
+        usleep(20000);
+    }
+    cr_assert_geq(open, MANY, "%lld connections open, want at least %d", open, MANY);
+    for (int i = 0; i < MANY; i++) {
+        close(fds[i]);
+    }
 }

@@ -455,3 +455,28 @@ Test(security, with_auth_a_certificate_principal_needs_its_entry)
     an_close(one);
     an_close(two);
 }
+
+Test(security, tls_connections_past_the_limit_are_closed_before_the_handshake)
+{
+    char dir[64];
+    char ca[96], cert[96], key[96];
+    make_dir(dir, sizeof(dir));
+    make_pki(dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(cert, sizeof(cert), "%s/srv.pem", dir);
+    snprintf(key, sizeof(key), "%s/srv.key", dir);
+    const char *flags[] = {"--tls-cert", cert, "--tls-key", key, "--max-connections", "2", NULL};
+    h_start(&h, flags);
+
+    an_client *one = client_with(NULL, ca, NULL, NULL);
+    an_client *two = client_with(NULL, ca, NULL, NULL);
+    cr_assert_eq(append1(one, "lim-1"), 0);
+    cr_assert_eq(append1(two, "lim-2"), 0);
+    an_client *three = client_with(NULL, ca, NULL, NULL);
+    cr_assert_eq(append1(three, "lim-3"), AN_EUNAVAIL, "a third TLS connection past a limit of 2");
+    an_close(three);
+    cr_assert_eq(append1(one, "lim-1"), 0);
+    cr_assert_eq(append1(two, "lim-2"), 0);
+    an_close(one);
+    an_close(two);
+}
