@@ -6,6 +6,13 @@
  * server's RSS and descriptors at each step.
  *
  *   build/bench/bench_conns [--idle 5000] [--stalled 1000] [--seconds 5]
+ *                           [--soak N [--soak-seconds S] [--pairs K]]
+ *
+ * --soak N opens N subscriptions whose filter selects nothing for S
+ * seconds, minute by minute (--soak 0: the same minutes without them).
+ * --pairs K measures what those N cost with the disk's drift taken out:
+ * K times, the writers unloaded, then with the N subscriptions open, each
+ * loaded window set against the unloaded windows either side of it.
  *
  * Writers: 8 threads of unary appends (one ~200-byte event, EXPECT_ANY,
  * own streams), each run bounded by --seconds. The idle connections and the
@@ -77,6 +84,12 @@ static double writers(void)
     return (double)n / (bu_now() - t0);
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static int fds(pid_t pid)
 {
     char path[64];
@@ -90,7 +103,7 @@ static int fds(pid_t pid)
 
 /* The holder process: opens what the parent asks for (one byte: 'i'
  * idle connections, 's' stalled subscriptions, 'f' the soak's filtered
- * ones; 'c' closes everything), answers one byte when done, and holds
+ * ones; 'g' closes the filtered ones, 'c' everything), answers one byte when done, and holds
  * them until its pipe closes. */
 struct soak {
     an_sub **subs;
@@ -162,17 +175,23 @@ static void holder(int in, int out, int n_idle, int n_stalled, int n_soak)
                 pthread_create(&st[t], NULL, soak_reader, &soak[t]);
             }
             soaking = true;
-        } else if (cmd == 'c') {
+        } else if (cmd == 'c' || cmd == 'g') {
             if (soaking) {
                 atomic_store(&soak_stop, true);
                 for (int t = 0; t < 2; t++) pthread_join(st[t], NULL);
+                atomic_store(&soak_stop, false);
                 soaking = false;
             }
             for (int i = 0; fs && i < n_soak; i++) an_sub_close(fs[i]);
-            for (int i = 0; i < n_stalled; i++) an_sub_close(subs[i]);
-            for (int i = 0; i < n_idle; i++) an_close(idle[i]);
             free(fs);
             fs = NULL;
+            if (cmd == 'g') {
+                usleep(500000);
+                if (write(out, &cmd, 1) != 1) break;
+                continue;
+            }
+            for (int i = 0; i < n_stalled; i++) an_sub_close(subs[i]);
+            for (int i = 0; i < n_idle; i++) an_close(idle[i]);
             memset(subs, 0, (size_t)n_stalled * sizeof(*subs));
             memset(idle, 0, (size_t)n_idle * sizeof(*idle));
             usleep(500000);
@@ -195,6 +214,8 @@ int main(int argc, char **argv)
 {
     int n_idle = 5000, n_stalled = 1000, n_soak = -1; /* -1: no soak; 0: its control */
     double soak_seconds = 600;
+    int n_pairs = 0;
+    bool soak_seconds_given = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--idle") && i + 1 < argc) {
             n_idle = atoi(argv[++i]);
@@ -206,10 +227,14 @@ int main(int argc, char **argv)
             n_soak = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--soak-seconds") && i + 1 < argc) {
             soak_seconds = atof(argv[++i]);
+            soak_seconds_given = true;
+        } else if (!strcmp(argv[i], "--pairs") && i + 1 < argc) {
+            n_pairs = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S] "
                             "[--soak N --soak-seconds S] (--soak 0: the soak's minutes "
-                            "without subscriptions)\n");
+                            "without subscriptions) [--pairs K] (K unloaded/loaded pairs of "
+                            "--seconds each with --soak N open: set against their neighbours)\n");
             return 2;
         }
     }
@@ -221,6 +246,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_conns: --idle %d needs more descriptors than the limit %llu\n",
                 n_idle, (unsigned long long)rl.rlim_cur);
         return 2;
+    }
+    if (n_pairs < 0 || n_pairs > 100 || (n_pairs > 0 && n_soak < 1)) {
+        fprintf(stderr, "bench_conns: --pairs 0..100, and it needs --soak N with N >= 1\n");
+        return 2;
+    }
+    if (n_pairs > 0 && !soak_seconds_given) {
+        soak_seconds = 0; /* the pairs alone */
     }
     if (n_idle < 1 || n_stalled < 0) {
         fprintf(stderr, "bench_conns: --idle >= 1, --stalled >= 0\n");
@@ -268,7 +300,7 @@ int main(int argc, char **argv)
     if (!min_rate || !min_rss) {
         bu_die("bench_conns", "out of memory", 0, NULL);
     }
-    if (n_soak >= 0) {
+    if (n_min > 0) {
         /* --soak 0 is the soak's control: the same minutes without the
          * subscriptions, so what the log's growth and the disk's drift
          * cost shows apart from what the subscriptions cost */
@@ -285,6 +317,36 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_conns: soak minute %d: %.0f events/s\n", m + 1, min_rate[m]);
         }
         seconds = saved;
+        if (n_soak > 0) {
+            ask(to_h[1], from_h[0], 'g');
+        }
+    }
+
+    /* Pairs: the disk's rate drifts by more than the subscriptions cost
+     * over a minute or two, so the unloaded reference of each loaded window
+     * is the mean of the unloaded windows just before and just after it,
+     * seconds apart. The subscriptions are opened, left 5 s (opening 10 000
+     * at once is its own load: see the soak's first seconds), measured,
+     * closed; the idle connections stay open throughout. */
+    double *pu = calloc((size_t)n_pairs + 1, sizeof(double));
+    double *pl = calloc((size_t)n_pairs + 1, sizeof(double));
+    if (!pu || !pl) {
+        bu_die("bench_conns", "out of memory", 0, NULL);
+    }
+    for (int k = 0; k < n_pairs; k++) {
+        pu[k] = writers();
+        double t0 = bu_now();
+        ask(to_h[1], from_h[0], 'f');
+        double opened = bu_now() - t0;
+        sleep(5);
+        pl[k] = writers();
+        ask(to_h[1], from_h[0], 'g');
+        fprintf(stderr, "bench_conns: pair %d/%d: unloaded %.0f, with %d subscriptions %.0f "
+                        "events/s (opened in %.1f s)\n",
+                k + 1, n_pairs, pu[k], n_soak, pl[k], opened);
+    }
+    if (n_pairs > 0) {
+        pu[n_pairs] = writers();
     }
 
     /* The disk's rate drifts during a run (by a third, at times): the
@@ -307,7 +369,7 @@ int main(int argc, char **argv)
     printf("| none again (everything closed) | %.0f | | %ld KiB |\n", base2, rss4);
     printf("\nvs unloaded: against the mean of the two unloaded runs (%.0f); those two differ "
            "by %.0f%%\n", ref, 100.0 * (base2 - base) / base);
-    if (n_soak >= 0) {
+    if (n_min > 0) {
         printf("\nsoak: %d idle connections, %d stalled and %d filtered subscriptions "
                "(vs unloaded: as above)\n\n"
                "| minute | writer events/s | vs unloaded | server RSS |\n|---:|---:|---:|---:|\n",
@@ -317,6 +379,23 @@ int main(int argc, char **argv)
                    min_rss[m]);
         }
     }
+    if (n_pairs > 0) {
+        double r[100];
+        printf("\npairs: %d filtered subscriptions over %d idle connections, each loaded "
+               "window against the unloaded windows either side (%.0f s each)\n\n"
+               "| pair | unloaded before | with subscriptions | unloaded after | ratio |\n"
+               "|---:|---:|---:|---:|---:|\n",
+               n_soak, n_idle, seconds);
+        for (int k = 0; k < n_pairs; k++) {
+            r[k] = pl[k] / ((pu[k] + pu[k + 1]) / 2);
+            printf("| %d | %.0f | %.0f | %.0f | %.2f |\n", k + 1, pu[k], pl[k], pu[k + 1], r[k]);
+        }
+        qsort(r, (size_t)n_pairs, sizeof(double), cmp_double);
+        double med = n_pairs % 2 ? r[n_pairs / 2] : (r[n_pairs / 2 - 1] + r[n_pairs / 2]) / 2;
+        printf("\nmedian ratio %.2f (range %.2f-%.2f)\n", med, r[0], r[n_pairs - 1]);
+    }
+    free(pu);
+    free(pl);
     free(min_rate);
     free(min_rss);
     close(to_h[1]);
