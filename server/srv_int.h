@@ -265,6 +265,9 @@ struct srv_fanout {
     uint64_t seen;              /* waves are built after it: the last one's
                                    end, or the head published while nobody
                                    was parked (not signalled) */
+    uint64_t clean_upto;        /* >= seen: positions up to it select nothing
+                                   for any selection parked here (the gate
+                                   read them), so waves need not read them */
     bool stop;
     bool running;
     pthread_t thread;
@@ -467,6 +470,8 @@ struct srv {
     struct srv_fanout *fans;    /* one per CQ thread */
     struct srv_catchup catchup;
     atomic_ullong sub_hint;     /* the head last published to the fans */
+    pthread_mutex_t notify_mu;  /* srv_sub_notify, one at a time (writer, syncer) */
+    log_reader *gate_rd;        /* its reader: what a wave brings, under notify_mu */
     atomic_uint sub_active;     /* Subscribe calls open */
     pthread_mutex_t sel_mu;     /* the distinct selections of subscriptions */
     struct srv_sel **sels;

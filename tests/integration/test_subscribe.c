@@ -996,6 +996,48 @@ Test(subscribe, parked_filtered_subscriptions_get_checkpoints_and_their_rare_eve
 }
 
 /*
+ * Commits that no subscription selects do not wake the fan-out threads (the
+ * gate in srv_sub_notify reads them first); the positions it cleared are
+ * not read again. After 6 000 of them (120 commits, more than one wave's
+ * index holds) the one event a parked subscription selects still comes at
+ * once, and nothing else does.
+ */
+Test(subscribe, a_selected_event_after_many_unselected_commits_comes_at_once)
+{
+    const char *rare[] = {"rare-"};
+    struct an_subscribe_opts o = {.from_end = true, .stream_prefixes = rare,
+                                  .n_stream_prefixes = 1};
+    an_sub *sub;
+    cr_assert_eq(an_subscribe(h.client, &o, &sub), 0);
+    struct an_sub_item it;
+    int rc;
+    do {
+        rc = an_sub_next(sub, 2000, &it, NULL);
+        cr_assert_eq(rc, 1, "no caught-up");
+    } while (it.kind != AN_SUB_CAUGHT_UP);
+    for (int i = 0; i < 60; i++) {
+        char stream[32];
+        snprintf(stream, sizeof(stream), "plain-%d", i % 5);
+        append_n(h.client, stream, "Plain", 100, 50);
+    }
+    int64_t t0 = now_ms();
+    uint64_t pos = append_n(h.client, "rare-9", "Rare", 1, 1);
+    bool got = false;
+    while (!got && now_ms() < t0 + 3000) {
+        rc = an_sub_next(sub, 100, &it, NULL);
+        cr_assert_geq(rc, 0);
+        if (rc == 1 && it.kind == AN_SUB_EVENT) {
+            cr_assert_eq(it.event->global_position, pos, "an event it does not select");
+            got = true;
+        } else if (rc == 1) {
+            cr_assert_lt(it.checkpoint, pos);
+        }
+    }
+    cr_assert(got, "the selected event did not come within 3 s");
+    an_sub_close(sub);
+}
+
+/*
  * --checkpoint-rate is shared by all open subscriptions: with 40 of them
  * and 20 a second, each gets a checkpoint alone at most every 2 s (not
  * every second, CKPT_MS, as when few are open), and still gets them while
