@@ -968,7 +968,8 @@ static void *fanout_main(void *arg)
  * filter selects nothing, waking two fan-out threads per commit (to find
  * nothing) cost the writers about a fifth of their rate on these 2 cores
  * (bench_conns --pairs: 0.73-0.80x; 0.92x with the fan-out woken at most
- * every 100 ms). The positions it cleared are marked clean on each fan-out
+ * every 100 ms; with this gate, a median of 0.87x over 20 pairs against
+ * 0.81x over 12 for the build before it). The positions it cleared are marked clean on each fan-out
  * (clean_upto), so a later wave need not read them; a fan-out with
  * subscriptions parked sleeps until the oldest one's checkpoint is due, or
  * CKPT_SCAN positions have passed, instead.
