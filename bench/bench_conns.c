@@ -103,8 +103,8 @@ static int fds(pid_t pid)
 
 /* The holder process: opens what the parent asks for (one byte: 'i'
  * idle connections, 's' stalled subscriptions, 'f' the soak's filtered
- * ones; 'g' closes the filtered ones, 'c' everything), answers one byte when done, and holds
- * them until its pipe closes. */
+ * ones; 'g' closes the filtered ones, 'c' everything), answers one byte
+ * when done, and holds them until its pipe closes. */
 struct soak {
     an_sub **subs;
     int n;

@@ -93,7 +93,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SCAN_MAX (16u << 10)    /* positions one read looks at */
@@ -842,14 +841,9 @@ static void *fanout_main(void *arg)
                 if (ms <= 0) {
                     break;
                 }
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += ms / 1000;
-                ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                                  gpr_time_from_millis(ms, GPR_TIMESPAN));
+                struct timespec ts = {until.tv_sec, until.tv_nsec};
                 pthread_cond_timedwait(&f->cond, &f->mu, &ts);
                 continue;
             }
@@ -969,10 +963,10 @@ static void *fanout_main(void *arg)
  * nothing) cost the writers about a fifth of their rate on these 2 cores
  * (bench_conns --pairs: 0.73-0.80x; 0.92x with the fan-out woken at most
  * every 100 ms; with this gate, a median of 0.87x over 20 pairs against
- * 0.81x over 12 for the build before it). The positions it cleared are marked clean on each fan-out
- * (clean_upto), so a later wave need not read them; a fan-out with
- * subscriptions parked sleeps until the oldest one's checkpoint is due, or
- * CKPT_SCAN positions have passed, instead.
+ * 0.81x over 12 for the build before it). The positions it cleared are
+ * marked clean on each fan-out (clean_upto), so a later wave need not read
+ * them; a fan-out with subscriptions parked sleeps until the oldest one's
+ * checkpoint is due, or CKPT_SCAN positions have passed, instead.
  *
  * Why a selection made after the gate looked cannot miss anything: the
  * head is raised before srv_sub_notify runs, a subscription's selection is
@@ -1135,11 +1129,7 @@ int srv_sub_start(struct srv *s)
         struct srv_fanout *f = &s->fans[i];
         f->srv = s;
         pthread_mutex_init(&f->mu, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* fanout_main's timed waits */
-        pthread_cond_init(&f->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        pthread_cond_init(&f->cond, NULL);
         f->published = head;
         f->seen = head;
         f->clean_upto = head;
