@@ -6,13 +6,21 @@
  * server's RSS and descriptors at each step.
  *
  *   build/bench/bench_conns [--idle 5000] [--stalled 1000] [--seconds 5]
- *                           [--soak N [--soak-seconds S] [--pairs K]]
+ *                           [--soak N [--soak-seconds S] [--pairs K] [--soak-unread]]
  *
  * --soak N opens N subscriptions whose filter selects nothing for S
  * seconds, minute by minute (--soak 0: the same minutes without them).
  * --pairs K measures what those N cost with the disk's drift taken out:
  * K times, the writers unloaded, then with the N subscriptions open, each
  * loaded window set against the unloaded windows either side of it.
+ * Each pair also shows the CPU the holder process took in its loaded
+ * window: it runs on the same cores as the server and the writers.
+ * --soak-unread: the holder opens the N subscriptions and never reads
+ * them, so what the server pays for them shows without what receiving
+ * costs the holder. The server's work is the same: it sends each message
+ * whether or not it is read, and a checkpoint alone (a few bytes) every
+ * few seconds per subscription stays far inside gRPC's 64 KiB window for
+ * each stream for as long as any run lasts.
  *
  * Writers: 8 threads of unary appends (one ~200-byte event, EXPECT_ANY,
  * own streams), each run bounded by --seconds. The idle connections and the
@@ -113,6 +121,7 @@ struct soak {
 };
 
 static atomic_bool soak_stop;
+static bool soak_unread;
 
 static void *soak_reader(void *arg)
 {
@@ -170,11 +179,11 @@ static void holder(int in, int out, int n_idle, int n_stalled, int n_soak)
                 int rc = an_subscribe(idle[i % n_idle], &o, &fs[i]);
                 if (rc) bu_die("bench_conns", "soak subscribe", rc, NULL);
             }
-            for (int t = 0; t < 2; t++) {
+            for (int t = 0; t < 2 && !soak_unread; t++) {
                 soak[t] = (struct soak){.subs = fs, .n = n_soak, .from = t};
                 pthread_create(&st[t], NULL, soak_reader, &soak[t]);
             }
-            soaking = true;
+            soaking = !soak_unread;
         } else if (cmd == 'c' || cmd == 'g') {
             if (soaking) {
                 atomic_store(&soak_stop, true);
@@ -199,6 +208,26 @@ static void holder(int in, int out, int n_idle, int n_stalled, int n_soak)
         if (write(out, &cmd, 1) != 1) break;
     }
     _exit(0); /* the server goes away with the parent; nothing to tidy */
+}
+
+/* CPU time (user + system) process pid has taken, in clock ticks; 0 when
+ * /proc cannot say. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp) return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) {
+        return 0;
+    }
+    return (long)(ut + st);
 }
 
 static void ask(int to, int from, char cmd)
@@ -230,11 +259,14 @@ int main(int argc, char **argv)
             soak_seconds_given = true;
         } else if (!strcmp(argv[i], "--pairs") && i + 1 < argc) {
             n_pairs = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--soak-unread")) {
+            soak_unread = true;
         } else {
             fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S] "
                             "[--soak N --soak-seconds S] (--soak 0: the soak's minutes "
                             "without subscriptions) [--pairs K] (K unloaded/loaded pairs of "
-                            "--seconds each with --soak N open: set against their neighbours)\n");
+                            "--seconds each with --soak N open: set against their neighbours) [--soak-unread] "
+                            "(the holder never reads the --soak subscriptions)\n");
             return 2;
         }
     }
@@ -330,7 +362,8 @@ int main(int argc, char **argv)
      * closed; the idle connections stay open throughout. */
     double *pu = calloc((size_t)n_pairs + 1, sizeof(double));
     double *pl = calloc((size_t)n_pairs + 1, sizeof(double));
-    if (!pu || !pl) {
+    double *pcpu = calloc((size_t)n_pairs + 1, sizeof(double));
+    if (!pu || !pl || !pcpu) {
         bu_die("bench_conns", "out of memory", 0, NULL);
     }
     for (int k = 0; k < n_pairs; k++) {
@@ -339,11 +372,15 @@ int main(int argc, char **argv)
         ask(to_h[1], from_h[0], 'f');
         double opened = bu_now() - t0;
         sleep(5);
+        long c0 = cpu_ticks(hp);
+        t0 = bu_now();
         pl[k] = writers();
+        pcpu[k] = 100.0 * (double)(cpu_ticks(hp) - c0) / (double)sysconf(_SC_CLK_TCK) /
+                  (bu_now() - t0);
         ask(to_h[1], from_h[0], 'g');
         fprintf(stderr, "bench_conns: pair %d/%d: unloaded %.0f, with %d subscriptions %.0f "
-                        "events/s (opened in %.1f s)\n",
-                k + 1, n_pairs, pu[k], n_soak, pl[k], opened);
+                        "events/s (opened in %.1f s; the holder took %.0f %% of a core)\n",
+                k + 1, n_pairs, pu[k], n_soak, pl[k], opened, pcpu[k]);
     }
     if (n_pairs > 0) {
         pu[n_pairs] = writers();
@@ -381,14 +418,15 @@ int main(int argc, char **argv)
     }
     if (n_pairs > 0) {
         double r[100];
-        printf("\npairs: %d filtered subscriptions over %d idle connections, each loaded "
-               "window against the unloaded windows either side (%.0f s each)\n\n"
-               "| pair | unloaded before | with subscriptions | unloaded after | ratio |\n"
-               "|---:|---:|---:|---:|---:|\n",
-               n_soak, n_idle, seconds);
+        printf("\npairs: %d filtered subscriptions (%s) over %d idle connections, each "
+               "loaded window against the unloaded windows either side (%.0f s each)\n\n"
+               "| pair | unloaded before | with subscriptions | unloaded after | ratio | "
+               "holder CPU |\n|---:|---:|---:|---:|---:|---:|\n",
+               n_soak, soak_unread ? "never read" : "read", n_idle, seconds);
         for (int k = 0; k < n_pairs; k++) {
             r[k] = pl[k] / ((pu[k] + pu[k + 1]) / 2);
-            printf("| %d | %.0f | %.0f | %.0f | %.2f |\n", k + 1, pu[k], pl[k], pu[k + 1], r[k]);
+            printf("| %d | %.0f | %.0f | %.0f | %.2f | %.0f %% |\n", k + 1, pu[k], pl[k],
+                   pu[k + 1], r[k], pcpu[k]);
         }
         qsort(r, (size_t)n_pairs, sizeof(double), cmp_double);
         double med = n_pairs % 2 ? r[n_pairs / 2] : (r[n_pairs / 2 - 1] + r[n_pairs / 2]) / 2;
@@ -396,6 +434,7 @@ int main(int argc, char **argv)
     }
     free(pu);
     free(pl);
+    free(pcpu);
     free(min_rate);
     free(min_rss);
     close(to_h[1]);
