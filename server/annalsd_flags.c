@@ -45,7 +45,7 @@ static const struct flag flags[] = {
     {"threads", FLAG_UINT, "0", 0, 256, "completion-queue threads (0: one per core)"},
     {"max-batch", FLAG_UINT, "1024", 1, 65536, "appends per group commit"},
     {"max-subscriptions", FLAG_UINT, "10000", 1, 1000000, "Subscribe calls open at once"},
-    {"checkpoint-rate", FLAG_UINT, "1000", 1, 1000000,
+    {"checkpoint-rate", FLAG_UINT, "100", 1, 1000000,
      "checkpoint-only messages a second, shared by all subscriptions"},
     {"max-queue", FLAG_SIZE, "256M", 1ull << 20, 16ull << 30,
      "requests waiting for the writer; past it appends get RESOURCE_EXHAUSTED"},

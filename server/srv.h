@@ -28,7 +28,7 @@ struct srv_cfg {
     unsigned stream_window;     /* AppendStream requests in progress per call; 0: 256 */
     unsigned max_subscriptions; /* Subscribe calls open at once; 0: 10000 */
     unsigned checkpoint_rate;   /* checkpoint-only messages a second, all
-                                 * subscriptions together; 0: 1000 */
+                                 * subscriptions together; 0: 100 */
     uint64_t max_queue_bytes;   /* requests waiting for the writer; 0: 256 MiB */
     uint64_t max_view_bytes;    /* cap on each view env; 0: the engine's */
     const char *tls_cert_file;  /* PEM; with tls_key_file: serve TLS only */

@@ -549,7 +549,7 @@ int srv_start(const struct srv_cfg *cfg, srv **out, char *detail)
         s->cfg.max_subscriptions = 10000;
     }
     if (!s->cfg.checkpoint_rate) {
-        s->cfg.checkpoint_rate = 1000;
+        s->cfg.checkpoint_rate = 100;
     }
     if (!s->cfg.max_queue_bytes) {
         s->cfg.max_queue_bytes = 256u << 20;
