@@ -6,7 +6,8 @@
  * server's RSS and descriptors at each step.
  *
  *   build/bench/bench_conns [--idle 5000] [--stalled 1000] [--seconds 5]
- *                           [--soak N [--soak-seconds S] [--pairs K] [--soak-unread]]
+ *                           [--soak N [--soak-seconds S] [--pairs K] [--soak-unread]
+ *                            [--twin]]
  *
  * --soak N opens N subscriptions whose filter selects nothing for S
  * seconds, minute by minute (--soak 0: the same minutes without them).
@@ -15,6 +16,12 @@
  * loaded window set against the unloaded windows either side of it.
  * Each pair also shows the CPU the holder process took in its loaded
  * window: it runs on the same cores as the server and the writers.
+ * --twin (with --soak-seconds S): for the S seconds the N subscriptions
+ * are open, the writers alternate --seconds windows between this server
+ * and a twin annalsd on the same disk that has no subscriptions and no
+ * idle connections, each window on the first set against the twin's
+ * windows either side: the disk's drift over minutes drops out, and the
+ * subscriptions stay open the whole time (both logs take the same writes).
  * --soak-unread: the holder opens the N subscriptions and never reads
  * them, so what the server pays for them shows without what receiving
  * costs the holder. The server's work is the same: it sends each message
@@ -122,6 +129,7 @@ struct soak {
 
 static atomic_bool soak_stop;
 static bool soak_unread;
+static bool twin;
 
 static void *soak_reader(void *arg)
 {
@@ -261,6 +269,8 @@ int main(int argc, char **argv)
             n_pairs = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--soak-unread")) {
             soak_unread = true;
+        } else if (!strcmp(argv[i], "--twin")) {
+            twin = true;
         } else {
             fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S] "
                             "[--soak N --soak-seconds S] (--soak 0: the soak's minutes "
@@ -281,6 +291,10 @@ int main(int argc, char **argv)
     }
     if (n_pairs < 0 || n_pairs > 100 || (n_pairs > 0 && n_soak < 1)) {
         fprintf(stderr, "bench_conns: --pairs 0..100, and it needs --soak N with N >= 1\n");
+        return 2;
+    }
+    if (twin && (n_soak < 1 || !soak_seconds_given)) {
+        fprintf(stderr, "bench_conns: --twin needs --soak N (N >= 1) and --soak-seconds S\n");
         return 2;
     }
     if (n_pairs > 0 && !soak_seconds_given) {
@@ -326,7 +340,7 @@ int main(int argc, char **argv)
     long rss3 = bu_server_rss_kib(&srv);
 
     /* the soak's minutes, printed once the second unloaded run is known */
-    int n_min = n_soak >= 0 ? (int)((soak_seconds + 59) / 60) : 0;
+    int n_min = n_soak >= 0 && !twin ? (int)((soak_seconds + 59) / 60) : 0;
     double *min_rate = calloc((size_t)n_min + 1, sizeof(double));
     long *min_rss = calloc((size_t)n_min + 1, sizeof(long));
     if (!min_rate || !min_rss) {
@@ -352,6 +366,44 @@ int main(int argc, char **argv)
         if (n_soak > 0) {
             ask(to_h[1], from_h[0], 'g');
         }
+    }
+
+    /* The twin: a second annalsd on the same disk, without subscriptions;
+     * the writers alternate between the two while the N stay open. */
+    int n_tw = 0;
+    double *ta = NULL, *tb = NULL, *tt = NULL;
+    if (twin) {
+        int cap = (int)(soak_seconds / seconds) + 2;
+        ta = calloc((size_t)cap, sizeof(double));
+        tb = calloc((size_t)cap, sizeof(double));
+        tt = calloc((size_t)cap, sizeof(double));
+        if (!ta || !tb || !tt) {
+            bu_die("bench_conns", "out of memory", 0, NULL);
+        }
+        struct bu_server tw;
+        bu_server_start(&tw, "/tmp", NULL);
+        const char *own = addr;
+        fprintf(stderr, "bench_conns: twin at %s; %d subscriptions selecting nothing for %.0f s, "
+                        "writers alternating\n", tw.addr, n_soak, soak_seconds);
+        ask(to_h[1], from_h[0], 'f');
+        sleep(5);
+        double t0 = bu_now();
+        addr = tw.addr;
+        tb[0] = writers();
+        while (n_tw + 1 < cap && bu_now() - t0 < soak_seconds) {
+            tt[n_tw] = bu_now() - t0;
+            addr = own;
+            ta[n_tw] = writers();
+            addr = tw.addr;
+            tb[n_tw + 1] = writers();
+            n_tw++;
+            fprintf(stderr, "bench_conns: twin window %d (%.0f s): %.0f events/s with the "
+                            "subscriptions, %.0f on the twin\n",
+                    n_tw, tt[n_tw - 1], ta[n_tw - 1], tb[n_tw]);
+        }
+        addr = own;
+        ask(to_h[1], from_h[0], 'g');
+        bu_server_stop(&tw);
     }
 
     /* Pairs: the disk's rate drifts by more than the subscriptions cost
@@ -416,6 +468,38 @@ int main(int argc, char **argv)
                    min_rss[m]);
         }
     }
+    if (n_tw > 0) {
+        double *r = calloc((size_t)n_tw, sizeof(double));
+        if (!r) {
+            bu_die("bench_conns", "out of memory", 0, NULL);
+        }
+        printf("\ntwin: %d filtered subscriptions (%s) over %d idle connections held %.0f s; "
+               "each window against the twin's windows either side (%.0f s each)\n\n"
+               "| window | at s | with subscriptions | twin before | twin after | ratio |\n"
+               "|---:|---:|---:|---:|---:|---:|\n",
+               n_soak, soak_unread ? "never read" : "read", n_idle, soak_seconds, seconds);
+        for (int k = 0; k < n_tw; k++) {
+            r[k] = ta[k] / ((tb[k] + tb[k + 1]) / 2);
+            printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f |\n", k + 1, tt[k], ta[k], tb[k],
+                   tb[k + 1], r[k]);
+        }
+        printf("\nby minute (median of its windows):");
+        for (int m = 0, k = 0; k < n_tw; m++) {
+            double mr[64];
+            int n = 0;
+            for (; k < n_tw && tt[k] < 60.0 * (m + 1) && n < 64; k++) mr[n++] = r[k];
+            if (!n) continue;
+            qsort(mr, (size_t)n, sizeof(double), cmp_double);
+            printf(" %.2f", n % 2 ? mr[n / 2] : (mr[n / 2 - 1] + mr[n / 2]) / 2);
+        }
+        qsort(r, (size_t)n_tw, sizeof(double), cmp_double);
+        printf("\nmedian ratio %.2f (range %.2f-%.2f)\n",
+               n_tw % 2 ? r[n_tw / 2] : (r[n_tw / 2 - 1] + r[n_tw / 2]) / 2, r[0], r[n_tw - 1]);
+        free(r);
+    }
+    free(ta);
+    free(tb);
+    free(tt);
     if (n_pairs > 0) {
         double r[100];
         printf("\npairs: %d filtered subscriptions (%s) over %d idle connections, each "
