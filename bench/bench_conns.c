@@ -276,7 +276,8 @@ int main(int argc, char **argv)
                             "[--soak N --soak-seconds S] (--soak 0: the soak's minutes "
                             "without subscriptions) [--pairs K] (K unloaded/loaded pairs of "
                             "--seconds each with --soak N open: set against their neighbours) [--soak-unread] "
-                            "(the holder never reads the --soak subscriptions)\n");
+                            "(the holder never reads the --soak subscriptions) [--twin] (with "
+                            "--soak-seconds: alternate with a twin server without them)\n");
             return 2;
         }
     }
@@ -371,13 +372,16 @@ int main(int argc, char **argv)
     /* The twin: a second annalsd on the same disk, without subscriptions;
      * the writers alternate between the two while the N stay open. */
     int n_tw = 0;
-    double *ta = NULL, *tb = NULL, *tt = NULL;
+    double *ta = NULL, *tb = NULL, *tt = NULL, *tcpu = NULL;
+    long *trss = NULL;
     if (twin) {
         int cap = (int)(soak_seconds / seconds) + 2;
         ta = calloc((size_t)cap, sizeof(double));
         tb = calloc((size_t)cap, sizeof(double));
         tt = calloc((size_t)cap, sizeof(double));
-        if (!ta || !tb || !tt) {
+        tcpu = calloc((size_t)cap, sizeof(double));
+        trss = calloc((size_t)cap, sizeof(long));
+        if (!ta || !tb || !tt || !tcpu || !trss) {
             bu_die("bench_conns", "out of memory", 0, NULL);
         }
         struct bu_server tw;
@@ -393,7 +397,12 @@ int main(int argc, char **argv)
         while (n_tw + 1 < cap && bu_now() - t0 < soak_seconds) {
             tt[n_tw] = bu_now() - t0;
             addr = own;
+            long c0 = cpu_ticks(hp);
+            double w0 = bu_now();
             ta[n_tw] = writers();
+            tcpu[n_tw] = 100.0 * (double)(cpu_ticks(hp) - c0) / (double)sysconf(_SC_CLK_TCK) /
+                         (bu_now() - w0);
+            trss[n_tw] = bu_server_rss_kib(&srv);
             addr = tw.addr;
             tb[n_tw + 1] = writers();
             n_tw++;
@@ -475,23 +484,27 @@ int main(int argc, char **argv)
         }
         printf("\ntwin: %d filtered subscriptions (%s) over %d idle connections held %.0f s; "
                "each window against the twin's windows either side (%.0f s each)\n\n"
-               "| window | at s | with subscriptions | twin before | twin after | ratio |\n"
-               "|---:|---:|---:|---:|---:|---:|\n",
+               "| window | at s | with subscriptions | twin before | twin after | ratio | "
+               "holder CPU | server RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                n_soak, soak_unread ? "never read" : "read", n_idle, soak_seconds, seconds);
         for (int k = 0; k < n_tw; k++) {
             r[k] = ta[k] / ((tb[k] + tb[k + 1]) / 2);
-            printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f |\n", k + 1, tt[k], ta[k], tb[k],
-                   tb[k + 1], r[k]);
+            printf("| %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f %% | %ld KiB |\n", k + 1, tt[k],
+                   ta[k], tb[k], tb[k + 1], r[k], tcpu[k], trss[k]);
         }
         printf("\nby minute (median of its windows):");
+        double *mr = calloc((size_t)n_tw, sizeof(double));
+        if (!mr) {
+            bu_die("bench_conns", "out of memory", 0, NULL);
+        }
         for (int m = 0, k = 0; k < n_tw; m++) {
-            double mr[64];
             int n = 0;
-            for (; k < n_tw && tt[k] < 60.0 * (m + 1) && n < 64; k++) mr[n++] = r[k];
+            for (; k < n_tw && tt[k] < 60.0 * (m + 1); k++) mr[n++] = r[k];
             if (!n) continue;
             qsort(mr, (size_t)n, sizeof(double), cmp_double);
             printf(" %.2f", n % 2 ? mr[n / 2] : (mr[n / 2 - 1] + mr[n / 2]) / 2);
         }
+        free(mr);
         qsort(r, (size_t)n_tw, sizeof(double), cmp_double);
         printf("\nmedian ratio %.2f (range %.2f-%.2f)\n",
                n_tw % 2 ? r[n_tw / 2] : (r[n_tw / 2 - 1] + r[n_tw / 2]) / 2, r[0], r[n_tw - 1]);
@@ -500,6 +513,8 @@ int main(int argc, char **argv)
     free(ta);
     free(tb);
     free(tt);
+    free(tcpu);
+    free(trss);
     if (n_pairs > 0) {
         double r[100];
         printf("\npairs: %d filtered subscriptions (%s) over %d idle connections, each "
