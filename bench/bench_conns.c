@@ -275,8 +275,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench_conns [--idle N] [--stalled M] [--seconds S] "
                             "[--soak N --soak-seconds S] (--soak 0: the soak's minutes "
                             "without subscriptions) [--pairs K] (K unloaded/loaded pairs of "
-                            "--seconds each with --soak N open: set against their neighbours) [--soak-unread] "
-                            "(the holder never reads the --soak subscriptions) [--twin] (with "
+                            "--seconds each with --soak N open: set against their neighbours) "
+                            "[--soak-unread] (the holder never reads the --soak subscriptions) "
+                            "[--twin] (with "
                             "--soak-seconds: alternate with a twin server without them)\n");
             return 2;
         }

@@ -81,12 +81,11 @@
  * (or, at CKPT_SCAN positions each, several per second per subscription
  * under a fast writer). A checkpoint tells a subscriber where to resume;
  * one every 100 s (10 000 open) bounds what a resume rescans to what the
- * log took in that time, a filtered scan of a fraction of a second. The
- * default was 1 000: a thousand sends a second cost writers on two cores
- * about 5 % of their rate (bench_conns --pairs --soak-unread, 2026-12-07:
- * medians 0.95 at 1 000, 1.00 at 100). A pump scans at most SCAN_MAX
- * positions before it sends something, so a filter that selects nothing
- * never holds a CQ thread for long.
+ * log took in that time. The default was 1 000: a thousand sends a second
+ * cost writers on two cores about 5 % of their rate (bench_conns --pairs
+ * --soak-unread, 2026-12-07: medians 0.95 at 1 000, 1.00 at 100). A pump
+ * scans at most SCAN_MAX positions before it sends something, so a filter
+ * that selects nothing never holds a CQ thread for long.
  */
 #include "srv_int.h"
 
