@@ -105,6 +105,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The median of r[0..n-1] (n >= 1); sorts r. */
+static double median(double *r, int n)
+{
+    qsort(r, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? r[n / 2] : (r[n / 2 - 1] + r[n / 2]) / 2;
+}
+
 static int fds(pid_t pid)
 {
     char path[64];
@@ -236,6 +243,12 @@ static long cpu_ticks(pid_t pid)
         return 0;
     }
     return (long)(ut + st);
+}
+
+/* The share of a core, in %, process pid took since c0 ticks at t0. */
+static double cpu_pct_since(pid_t pid, long c0, double t0)
+{
+    return 100.0 * (double)(cpu_ticks(pid) - c0) / (double)sysconf(_SC_CLK_TCK) / (bu_now() - t0);
 }
 
 static void ask(int to, int from, char cmd)
@@ -401,8 +414,7 @@ int main(int argc, char **argv)
             long c0 = cpu_ticks(hp);
             double w0 = bu_now();
             ta[n_tw] = writers();
-            tcpu[n_tw] = 100.0 * (double)(cpu_ticks(hp) - c0) / (double)sysconf(_SC_CLK_TCK) /
-                         (bu_now() - w0);
+            tcpu[n_tw] = cpu_pct_since(hp, c0, w0);
             trss[n_tw] = bu_server_rss_kib(&srv);
             addr = tw.addr;
             tb[n_tw + 1] = writers();
@@ -437,8 +449,7 @@ int main(int argc, char **argv)
         long c0 = cpu_ticks(hp);
         t0 = bu_now();
         pl[k] = writers();
-        pcpu[k] = 100.0 * (double)(cpu_ticks(hp) - c0) / (double)sysconf(_SC_CLK_TCK) /
-                  (bu_now() - t0);
+        pcpu[k] = cpu_pct_since(hp, c0, t0);
         ask(to_h[1], from_h[0], 'g');
         fprintf(stderr, "bench_conns: pair %d/%d: unloaded %.0f, with %d subscriptions %.0f "
                         "events/s (opened in %.1f s; the holder took %.0f %% of a core)\n",
@@ -502,13 +513,11 @@ int main(int argc, char **argv)
             int n = 0;
             for (; k < n_tw && tt[k] < 60.0 * (m + 1); k++) mr[n++] = r[k];
             if (!n) continue;
-            qsort(mr, (size_t)n, sizeof(double), cmp_double);
-            printf(" %.2f", n % 2 ? mr[n / 2] : (mr[n / 2 - 1] + mr[n / 2]) / 2);
+            printf(" %.2f", median(mr, n));
         }
         free(mr);
-        qsort(r, (size_t)n_tw, sizeof(double), cmp_double);
-        printf("\nmedian ratio %.2f (range %.2f-%.2f)\n",
-               n_tw % 2 ? r[n_tw / 2] : (r[n_tw / 2 - 1] + r[n_tw / 2]) / 2, r[0], r[n_tw - 1]);
+        double med = median(r, n_tw);
+        printf("\nmedian ratio %.2f (range %.2f-%.2f)\n", med, r[0], r[n_tw - 1]);
         free(r);
     }
     free(ta);
@@ -528,8 +537,7 @@ int main(int argc, char **argv)
             printf("| %d | %.0f | %.0f | %.0f | %.2f | %.0f %% |\n", k + 1, pu[k], pl[k],
                    pu[k + 1], r[k], pcpu[k]);
         }
-        qsort(r, (size_t)n_pairs, sizeof(double), cmp_double);
-        double med = n_pairs % 2 ? r[n_pairs / 2] : (r[n_pairs / 2 - 1] + r[n_pairs / 2]) / 2;
+        double med = median(r, n_pairs);
         printf("\nmedian ratio %.2f (range %.2f-%.2f)\n", med, r[0], r[n_pairs - 1]);
     }
     free(pu);

@@ -783,6 +783,17 @@ static void idx_build(struct wave_idx *x, log_reader *rd, uint64_t from, uint64_
     log_reader_end(rd);
 }
 
+/* Whether a selection selects e: one stream (stream, slen long), or
+ * every stream through filter f. The wave index and the gate ask this. */
+static bool selects(bool all, const char *stream, size_t slen, const struct log_filter *f,
+                    const struct log_event *e)
+{
+    if (all) {
+        return log_filter_match(f, e);
+    }
+    return e->stream_len == slen && memcmp(e->stream, stream, slen) == 0;
+}
+
 /* The last position of the wave that sb selects (0: none). */
 static uint64_t idx_last(struct wave_idx *x, const struct srv_sub *sb)
 {
@@ -793,15 +804,9 @@ static uint64_t idx_last(struct wave_idx *x, const struct srv_sub *sb)
     size_t slen = sb->all ? 0 : strlen(sb->stream);
     for (size_t i = 0; i < x->n; i++) {
         const struct wave_ev *w = &x->ev[i];
-        bool hit;
-        if (sb->all) {
-            struct log_event e = {.stream = x->buf + w->s_off, .stream_len = w->s_len,
-                                  .type = x->buf + w->t_off, .type_len = w->t_len};
-            hit = log_filter_match(&sb->filter, &e);
-        } else {
-            hit = w->s_len == slen && memcmp(x->buf + w->s_off, sb->stream, slen) == 0;
-        }
-        if (hit) last = w->pos;
+        struct log_event e = {.stream = x->buf + w->s_off, .stream_len = w->s_len,
+                              .type = x->buf + w->t_off, .type_len = w->t_len};
+        if (selects(sb->all, sb->stream, slen, &sb->filter, &e)) last = w->pos;
     }
     if (sb->sel && x->n_cache < WAVE_CACHE) {
         x->cache[x->n_cache].sel = sb->sel;
@@ -982,15 +987,11 @@ static void *fanout_main(void *arg)
 
 static bool sel_selects(const struct srv_sel *x, const struct log_event *e)
 {
-    if (!x->all) {
-        size_t n = strlen(x->stream);
-        return e->stream_len == n && memcmp(e->stream, x->stream, n) == 0;
-    }
     struct log_filter lf = {.stream_prefixes = (const char *const *)x->prefixes,
                             .n_stream_prefixes = x->n_prefixes,
                             .event_types = (const char *const *)x->types,
                             .n_event_types = x->n_types};
-    return log_filter_match(&lf, e);
+    return selects(x->all, x->stream, x->all ? 0 : strlen(x->stream), &lf, e);
 }
 
 struct gate {
